@@ -1,0 +1,34 @@
+// Observation filter for topology B (gateway -> sidecar): it copies what a filter in the sidecar
+// sees — the x-forwarded-for and x-envoy-external-address request headers and the `source.address`
+// property — into x-probe-* request headers, so the upstream can echo them back to the test.
+// An absent (or empty) value is reported as "-" so the test can tell it apart from an address.
+export * from "@solo-io/proxy-runtime/assembly/proxy";
+import { RootContext, Context, registerRootContext, FilterHeadersStatusValues, stream_context } from "@solo-io/proxy-runtime/assembly";
+import { get_property } from "@solo-io/proxy-runtime/assembly/runtime";
+
+/** Root context of the probe. */
+class ProbeRoot extends RootContext {
+  createContext(context_id: u32): Context {
+    return new ProbeStream(context_id, this);
+  }
+}
+
+function orDash(v: string): string {
+  return v.length == 0 ? "-" : v;
+}
+
+/** Stream context that records what it sees on the request path. */
+class ProbeStream extends Context {
+  onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    const req = stream_context.headers.request;
+    const xff = req.get("x-forwarded-for");
+    const external = req.get("x-envoy-external-address");
+    const source = String.UTF8.decode(get_property("source\0address"));
+    req.replace("x-probe-xff", orDash(xff));
+    req.replace("x-probe-external-address", orDash(external));
+    req.replace("x-probe-source-address", orDash(source));
+    return FilterHeadersStatusValues.Continue;
+  }
+}
+
+registerRootContext((context_id: u32): RootContext => new ProbeRoot(context_id), "probe");

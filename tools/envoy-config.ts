@@ -1,0 +1,206 @@
+/**
+ * The one template every Envoy configuration of this project is generated from: the end-to-end
+ * topologies, the demo and the five benchmark configurations. Every generated file is checked with
+ * `envoy --mode validate` before it is used (see tools/envoy-process.ts).
+ *
+ * The Wasm filter is rendered exactly as Istio's WasmPlugin translation renders it
+ * (istio/istio pilot/pkg/model/extensions.go): an `envoy.filters.http.wasm` filter named
+ * `<namespace>.<name>`, `config.name` = the same, `root_id` = `pluginName`, `configuration` a
+ * `google.protobuf.StringValue` holding the pluginConfig JSON, `vm_config.runtime`
+ * `envoy.wasm.runtime.v8`, no `vm_id`, code from a local file (Istio's `file://` URL form), and the
+ * ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION environment variable Istio always adds.
+ */
+
+/** A proxy-wasm filter configured the way Istio configures a WasmPlugin. */
+export interface WasmFilterSpec {
+  kind: "wasm";
+  /** WasmPlugin metadata.namespace. */
+  namespace: string;
+  /** WasmPlugin metadata.name. */
+  name: string;
+  /** WasmPlugin spec.pluginName, rendered as root_id. */
+  pluginName: string;
+  /** The pluginConfig JSON text (the bytes the filter receives in onConfigure). Empty = no configuration. */
+  pluginConfig: string;
+  /** Absolute path of the .wasm module. */
+  wasmPath: string;
+  /**
+   * Envoy's PluginConfig.fail_open (Istio's failStrategy: FAIL_OPEN). Left out when undefined, which
+   * is Envoy's default (fail closed).
+   */
+  failOpen?: boolean;
+}
+
+/**
+ * Envoy's native local rate limiter with one token bucket per client address (a dynamic
+ * `remote_address` descriptor), sized so that it never limits: the benchmark's native baseline.
+ */
+export interface LocalRateLimitSpec {
+  kind: "local_ratelimit";
+  /** How many per-address buckets Envoy keeps (LRU). */
+  maxDynamicDescriptors: number;
+  /** Tokens per address per second (and bucket size). */
+  tokensPerSecond: number;
+}
+
+/** An HTTP filter placed before the router. */
+export type HttpFilterSpec = WasmFilterSpec | LocalRateLimitSpec;
+
+/** Where the listener sends requests. */
+export type RouteSpec =
+  | { kind: "cluster"; host: string; port: number; timeoutSeconds?: number }
+  | { kind: "direct_response"; status: number; body: string };
+
+/** One HTTP listener with its connection manager. */
+export interface ListenerSpec {
+  /** Listener name and HCM stat_prefix. */
+  name: string;
+  /** IPv4 bind address (loopback only in this project). */
+  ipv4: string;
+  /** Optional IPv6 bind address (`::1`), as an additional address of the same listener. */
+  ipv6?: string;
+  /** Fixed port, or 0 for an ephemeral one (read back from the admin API). */
+  port?: number;
+  /** HCM use_remote_address. */
+  useRemoteAddress: boolean;
+  /** HCM xff_num_trusted_hops (default 0). */
+  xffNumTrustedHops?: number;
+  /**
+   * HCM internal_address_config.cidr_ranges. Undefined leaves the field out, which is what Istio
+   * renders for a gateway unless meshNetworks is configured.
+   */
+  internalCidrs?: string[];
+  /** HTTP filters in order; the router is appended. */
+  filters: HttpFilterSpec[];
+  route: RouteSpec;
+}
+
+/** A whole Envoy bootstrap. */
+export interface EnvoySpec {
+  listeners: ListenerSpec[];
+  /** Admin port; 0 picks an ephemeral one, read back through --admin-address-path. */
+  adminPort?: number;
+}
+
+const ROUTER = {
+  name: "envoy.filters.http.router",
+  typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+};
+
+function socket(address: string, port: number) {
+  return { socket_address: { address, port_value: port } };
+}
+
+function cidr(range: string) {
+  const [prefix, len] = range.split("/");
+  if (!prefix || len === undefined || !/^\d+$/.test(len)) throw new Error(`internalCidrs: expected a CIDR like "10.0.0.0/8", got "${range}"`);
+  return { address_prefix: prefix, prefix_len: Number(len) };
+}
+
+/** Renders a WasmPlugin the way istiod does (see the module comment). */
+export function wasmFilter(spec: WasmFilterSpec): object {
+  const filterName = `${spec.namespace}.${spec.name}`;
+  const config: Record<string, unknown> = {
+    name: filterName,
+    root_id: spec.pluginName,
+    vm_config: {
+      runtime: "envoy.wasm.runtime.v8",
+      code: { local: { filename: spec.wasmPath } },
+      environment_variables: { key_values: { ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION: "1" } },
+    },
+  };
+  // Istio leaves configuration unset when pluginConfig is empty.
+  if (spec.pluginConfig !== "") {
+    config.configuration = { "@type": "type.googleapis.com/google.protobuf.StringValue", value: spec.pluginConfig };
+  }
+  if (spec.failOpen !== undefined) config.fail_open = spec.failOpen;
+  return {
+    name: filterName,
+    typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", config },
+  };
+}
+
+/** Renders Envoy's local_ratelimit with a dynamic per-remote_address descriptor that never limits. */
+export function localRateLimitFilter(spec: LocalRateLimitSpec): object {
+  const bucket = { max_tokens: spec.tokensPerSecond, tokens_per_fill: spec.tokensPerSecond, fill_interval: "1s" };
+  return {
+    name: "envoy.filters.http.local_ratelimit",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+      stat_prefix: "native_per_client",
+      token_bucket: bucket,
+      filter_enabled: { runtime_key: "native_rl_enabled", default_value: { numerator: 100, denominator: "HUNDRED" } },
+      filter_enforced: { runtime_key: "native_rl_enforced", default_value: { numerator: 100, denominator: "HUNDRED" } },
+      // A descriptor entry without a value is dynamic: one bucket per distinct remote address.
+      descriptors: [{ entries: [{ key: "remote_address" }], token_bucket: bucket }],
+      rate_limits: [{ actions: [{ remote_address: {} }] }],
+      max_dynamic_descriptors: spec.maxDynamicDescriptors,
+      always_consume_default_token_bucket: false,
+    },
+  };
+}
+
+function httpFilter(spec: HttpFilterSpec): object {
+  return spec.kind === "wasm" ? wasmFilter(spec) : localRateLimitFilter(spec);
+}
+
+function routeAction(route: RouteSpec, clusterName: string): object {
+  if (route.kind === "direct_response") {
+    return { direct_response: { status: route.status, body: { inline_string: route.body } } };
+  }
+  return { route: { cluster: clusterName, timeout: `${route.timeoutSeconds ?? 15}s` } };
+}
+
+/** Renders one listener (HCM + filters + route). */
+export function listener(spec: ListenerSpec): object {
+  const clusterName = `${spec.name}_upstream`;
+  const hcm: Record<string, unknown> = {
+    "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    stat_prefix: spec.name,
+    codec_type: "AUTO",
+    use_remote_address: spec.useRemoteAddress,
+    xff_num_trusted_hops: spec.xffNumTrustedHops ?? 0,
+    route_config: {
+      name: `${spec.name}_routes`,
+      virtual_hosts: [{ name: "all", domains: ["*"], routes: [{ match: { prefix: "/" }, ...routeAction(spec.route, clusterName) }] }],
+    },
+    http_filters: [...spec.filters.map(httpFilter), ROUTER],
+  };
+  if (spec.internalCidrs !== undefined) hcm.internal_address_config = { cidr_ranges: spec.internalCidrs.map(cidr) };
+  const out: Record<string, unknown> = {
+    name: spec.name,
+    address: socket(spec.ipv4, spec.port ?? 0),
+    filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: hcm }] }],
+  };
+  if (spec.ipv6) out.additional_addresses = [{ address: socket(spec.ipv6, spec.port ?? 0) }];
+  return out;
+}
+
+function cluster(spec: ListenerSpec): object | undefined {
+  if (spec.route.kind !== "cluster") return undefined;
+  return {
+    name: `${spec.name}_upstream`,
+    type: "STATIC",
+    connect_timeout: "1s",
+    load_assignment: {
+      cluster_name: `${spec.name}_upstream`,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(spec.route.host, spec.route.port) } }] }],
+    },
+  };
+}
+
+/** Renders the full bootstrap (JSON object; Envoy reads it from a .json file). */
+export function envoyBootstrap(spec: EnvoySpec): object {
+  const names = new Set<string>();
+  for (const l of spec.listeners) {
+    if (names.has(l.name)) throw new Error(`listeners: duplicate name "${l.name}"`);
+    names.add(l.name);
+  }
+  return {
+    admin: { address: socket("127.0.0.1", spec.adminPort ?? 0) },
+    static_resources: {
+      listeners: spec.listeners.map(listener),
+      clusters: spec.listeners.map(cluster).filter((c) => c !== undefined),
+    },
+  };
+}

