@@ -1,10 +1,174 @@
-export * from "@solo-io/proxy-runtime/assembly/proxy";
-import { RootContext, Context, registerRootContext, FilterHeadersStatusValues } from "@solo-io/proxy-runtime/assembly";
+// traffic-guard: the entry module. It only wires the pieces together: the root context owns the
+// configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
+// references to what it needs and the client address it resolved, for the response phase.
 
-class R extends RootContext {
-  createContext(context_id: u32): Context { return new C(context_id, this); }
+export * from "@solo-io/proxy-runtime/assembly/proxy";
+import {
+  RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
+} from "@solo-io/proxy-runtime/assembly";
+import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES, formatDuration } from "./config";
+import { anyContains, formatAddress, isV4 } from "./address";
+import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
+import { header, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { matchesAny } from "./glob";
+import { Table, FAILED } from "./table";
+import { LocalReply } from "./response";
+import * as rules from "./rules";
+import * as m from "./metrics";
+
+const PATH = bytes(":path");
+const STATUS = bytes(":status");
+const USER_AGENT = bytes("user-agent");
+
+/** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
+class GuardRoot extends RootContext {
+  config: Config | null = null;
+  table: Table | null = null;
+  reply: LocalReply | null = null;
+  metrics: m.Metrics = new m.Metrics();
+  private defined: bool = false;
+
+  createContext(context_id: u32): Context {
+    return new GuardHttp(context_id, this);
+  }
+
+  // Parses the pluginConfig. A rejected config logs one critical line and returns false; the previous
+  // configuration (if any) stays in force, and client state in shared data is never touched.
+  onConfigure(configuration_size: u32): bool {
+    if (!this.defined) {
+      this.defined = true;
+      if (!this.metrics.define()) log(LogLevelValues.error, "traffic-guard: the host refused to define some metrics");
+    }
+    let text = configuration_size == 0 ? "" :
+      String.UTF8.decode(get_buffer_bytes(BufferTypeValues.PluginConfiguration, 0, configuration_size));
+    let res = parseConfig(text);
+    if (res.config === null) {
+      log(LogLevelValues.critical, "traffic-guard: invalid config: " + res.errors.join("; "));
+      return false;
+    }
+    let cfg = changetype<Config>(res.config);
+    this.config = cfg;
+    this.table = new Table(cfg.capacity);
+    this.reply = new LocalReply(cfg);
+    log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
+      " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
+    return true;
+  }
 }
-class C extends Context {
-  onRequestHeaders(a: u32, eos: bool): FilterHeadersStatusValues { return FilterHeadersStatusValues.Continue; }
+
+/** One HTTP stream. */
+class GuardHttp extends Context {
+  private guard: GuardRoot;
+  private cfg: Config | null;
+  private hi: u64 = 0;
+  private lo: u64 = 0;
+  private tracked: bool = false;
+  private replied: bool = false;
+  private wouldDeny: bool = false;
+
+  constructor(context_id: u32, root: GuardRoot) {
+    super(context_id, root);
+    this.guard = root;
+    this.cfg = root.config;
+  }
+
+  onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    let cfg = this.cfg;
+    if (cfg === null) return FilterHeadersStatusValues.Continue;
+    let metrics = this.guard.metrics;
+    metrics.inc(m.REQUESTS);
+
+    if (cfg.skipPaths.length > 0) {
+      let path = header(REQUEST_HEADERS, PATH);
+      for (let i = 0, n = cfg.skipPaths.length; i < n; i++) {
+        if (startsWith(path, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
+      }
+    }
+
+    let resolved = resolveClient(cfg);
+    if (resolved == UNRESOLVED) {
+      metrics.inc(m.INTERNAL_ERRORS);
+      return FilterHeadersStatusValues.Continue;
+    }
+    if (resolved == FELL_BACK) metrics.inc(m.FALLBACKS);
+    let hi = clientHi, lo = clientLo;
+    if (cfg.allow.length > 0 && anyContains(cfg.allow, hi, lo)) return FilterHeadersStatusValues.Continue;
+    if (cfg.deny.length > 0 && anyContains(cfg.deny, hi, lo)) return this.deny(rules.DENY_LIST, 0);
+
+    this.hi = hi;
+    this.lo = lo;
+    this.tracked = true;
+    let ua = cfg.rules[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
+    let now = nowMs();
+    let table = changetype<Table>(this.guard.table);
+    let decision = table.request(cfg, hi, lo, ua, now);
+    if (decision == FAILED) {
+      metrics.inc(m.INTERNAL_ERRORS);
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.landed(table, cfg, now);
+    if (decision == rules.PASS) return FilterHeadersStatusValues.Continue;
+    let retryAfter: u64 = table.banUntil > now ? (table.banUntil - now + 999) / 1000 : 0;
+    return this.deny(decision, retryAfter);
+  }
+
+  onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    let cfg = this.cfg;
+    // Our own local replies, and responses to requests dry-run would have denied, never count.
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) {
+      return FilterHeadersStatusValues.Continue;
+    }
+    let status = header(RESPONSE_HEADERS, STATUS);
+    if (status.byteLength != 3) return FilterHeadersStatusValues.Continue;
+    let p = changetype<usize>(status);
+    let code: i32 = 0;
+    for (let i = 0; i < 3; i++) {
+      let d = <i32>load<u8>(p + <usize>i) - 0x30;
+      if (d < 0 || d > 9) return FilterHeadersStatusValues.Continue;
+      code = code * 10 + d;
+    }
+    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return FilterHeadersStatusValues.Continue;
+    let now = nowMs();
+    let table = changetype<Table>(this.guard.table);
+    if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    else this.landed(table, cfg, now);
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
+  private landed(table: Table, cfg: Config, now: u64): void {
+    let metrics = this.guard.metrics;
+    if (table.filledSlot) metrics.trackOne();
+    if (table.evicted) metrics.inc(m.EVICTIONS);
+    let rule = table.banRule;
+    if (rule >= 0) {
+      metrics.inc(m.BANS_BASE + rule);
+      let r = cfg.rules[rule];
+      let v4 = isV4(this.hi, this.lo);
+      let prefix = v4 ? cfg.prefixV4 : cfg.prefixV6;
+      let full = v4 ? 32 : 128;
+      let addr = formatAddress(this.hi, this.lo) + (prefix == full ? "" : "/" + prefix.toString());
+      log(LogLevelValues.warn, "traffic-guard: banned " + addr + " for " + ((table.banUntil - now + 999) / 1000).toString() +
+        "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" + formatDuration(r.perMs) +
+        " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+    }
+  }
+
+  // Denies with a local reply, or in dry-run only counts what would have been denied.
+  private deny(reason: i32, retryAfter: u64): FilterHeadersStatusValues {
+    let cfg = changetype<Config>(this.cfg);
+    let metrics = this.guard.metrics;
+    metrics.inc(m.DENIED_BASE + reason - 1);
+    if (cfg.dryRun) {
+      metrics.inc(m.WOULD_DENY);
+      this.wouldDeny = true;
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.replied = true;
+    changetype<LocalReply>(this.guard.reply).send(reason, retryAfter);
+    return FilterHeadersStatusValues.StopIteration;
+  }
 }
-registerRootContext((id: u32): RootContext => new R(id), "traffic-guard");
+
+registerRootContext((context_id: u32): RootContext => new GuardRoot(context_id), "traffic-guard");

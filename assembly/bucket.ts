@@ -1,0 +1,38 @@
+// Token-bucket math. A bucket of capacity N refills continuously at N per `per`; levels are stored as f32
+// tokens in the state record together with one "updated" timestamp shared by the client's buckets.
+// An idle client's buckets refill to full, so its state decays to nothing ("token-bucket expiry").
+
+import { Rule } from "./config";
+
+/** Tolerance for float rounding when deciding whether a whole token is available. */
+export const EPSILON: f64 = 1e-6;
+
+/** The level of a bucket after `elapsedMs` of refill, capped at the rule's capacity. */
+export function refill(level: f64, elapsedMs: u64, rule: Rule): f64 {
+  let cap = <f64>rule.requests;
+  if (elapsedMs >= rule.perMs) return cap; // a full window refills any bucket
+  let v = level + <f64>elapsedMs * rule.refillPerMs;
+  return v > cap ? cap : v;
+}
+
+/** Whether a bucket at `level` holds at least one whole token. */
+// @ts-ignore: decorator
+@inline
+export function hasToken(level: f64): bool {
+  return level >= 1.0 - EPSILON;
+}
+
+/** The level after taking one token (never below zero). */
+// @ts-ignore: decorator
+@inline
+export function take(level: f64): f64 {
+  let v = level - 1.0;
+  return v > 0 ? v : 0;
+}
+
+/** The ban length for the n-th ban (n >= 1): ban × escalation^(n-1), capped at max. */
+export function banDuration(banMs: u64, strike: i32, escalation: f64, maxMs: u64): u64 {
+  let d = <f64>banMs * Math.pow(escalation, <f64>(strike - 1));
+  if (d >= <f64>maxMs) return maxMs;
+  return <u64>d;
+}

@@ -1,0 +1,472 @@
+// The pluginConfig contract. parseConfig is a pure function: text in, a Config or a list of problems out,
+// each naming the field path and the expected shape. An empty string or {} gives the documented
+// defaults; unknown fields are errors. The same rules are enforced by `traffic-guard validate`, which runs
+// this very code through the compiled module.
+
+import { JKind, JValue, parseJson } from "./json";
+import { Cidr, parseCidr } from "./address";
+
+/** Where the client address comes from. */
+export const enum Source { Peer, Xff, Header, Auto }
+
+/** Rule indexes, also the bucket order inside a state record. */
+export const RULE_RATE: i32 = 0;
+/** The userAgent rule's index. */
+export const RULE_UA: i32 = 1;
+/** The errors rule's index. */
+export const RULE_ERRORS: i32 = 2;
+/** Rule names as they appear in config, logs and metrics. */
+export const RULE_NAMES: string[] = ["rate", "userAgent", "errors"];
+
+/** One rule's limit and ban. */
+export class Rule {
+  enabled: bool = true;
+  requests: u32 = 0;
+  perMs: u64 = 0;
+  banMs: u64 = 0;
+  /** Tokens refilled per millisecond (requests / per). */
+  refillPerMs: f64 = 0;
+
+  constructor(requests: u32, perMs: u64, banMs: u64) {
+    this.requests = requests;
+    this.perMs = perMs;
+    this.banMs = banMs;
+    this.update();
+  }
+
+  /** Recomputes derived values after requests/per change. */
+  update(): void {
+    this.refillPerMs = <f64>this.requests / <f64>this.perMs;
+  }
+}
+
+/** The default User-Agent patterns: common HTTP libraries, command-line clients and scanners. */
+export const DEFAULT_UA_PATTERNS: string[] = [
+  "curl/*", "wget/*", "python-requests/*", "python-urllib/*", "python-httpx/*", "go-http-client/*",
+  "libwww-perl/*", "java/*", "okhttp/*", "httpie/*",
+  "*sqlmap*", "*nikto*", "*nmap*", "*masscan*", "*zgrab*", "*nuclei*",
+];
+
+/** A validated configuration with derived, ready-to-use values. */
+export class Config {
+  dryRun: bool = false;
+  source: Source = Source.Auto;
+  /** Lowercased header name for `header:<name>`, as UTF-8 bytes. */
+  headerName: ArrayBuffer = new ArrayBuffer(0);
+  trustedHops: i32 = 0;
+  prefixV4: i32 = 32;
+  prefixV6: i32 = 64;
+  allow: Cidr[] = [];
+  deny: Cidr[] = [];
+  skipPaths: ArrayBuffer[] = [];
+  rules: Rule[] = [
+    new Rule(600, 60_000, 300_000),
+    new Rule(10, 60_000, 600_000),
+    new Rule(20, 60_000, 1_800_000),
+  ];
+  /** Lowercased User-Agent globs as UTF-8 bytes. */
+  uaPatterns: ArrayBuffer[] = [];
+  /** statusMatch[code] is true when a response with that status counts for the errors rule. */
+  statusMatch: StaticArray<bool> = new StaticArray<bool>(600);
+  escalation: f64 = 2;
+  banMaxMs: u64 = 86_400_000;
+  forgetAfterMs: u64 = 86_400_000;
+  responseStatus: u32 = 403;
+  responseBody: ArrayBuffer = String.UTF8.encode("Forbidden\n");
+  responseHeaderNames: string[] = ["content-type"];
+  responseHeaderValues: string[] = ["text/plain"];
+  capacity: u32 = 65536;
+
+  constructor() {
+    for (let i = 0; i < DEFAULT_UA_PATTERNS.length; i++) this.uaPatterns.push(String.UTF8.encode(DEFAULT_UA_PATTERNS[i]));
+    for (let s = 400; s < 500; s++) this.statusMatch[s] = true;
+  }
+
+  /** Names of the enabled rules, comma separated, for the configure log line. */
+  enabledRules(): string {
+    let out = "";
+    for (let i = 0; i < 3; i++) {
+      if (this.rules[i].enabled) out += (out.length > 0 ? "," : "") + RULE_NAMES[i];
+    }
+    return out.length > 0 ? out : "none";
+  }
+}
+
+/** The result of parseConfig: `config` when `errors` is empty. */
+export class ParseResult {
+  config: Config | null = null;
+  errors: string[] = [];
+}
+
+const MAX_REQUESTS: f64 = 1_000_000;
+const MAX_DURATION_MS: u64 = 365 * 86_400_000;
+/** Smallest and largest table capacities. */
+export const MIN_CAPACITY: u32 = 1024;
+/** Largest table capacity (48 MiB of records per Envoy process). */
+export const MAX_CAPACITY: u32 = 1 << 20;
+
+/**
+ * Parses a duration such as "90s", "10m", "1h30m", "500ms" or "1d" into milliseconds; -1 if invalid.
+ * Units: ms, s, m, h, d. A bare "0" is zero.
+ */
+export function parseDuration(s: string): i64 {
+  if (s == "0") return 0;
+  if (s.length == 0 || s.length > 32) return -1;
+  let total: i64 = 0;
+  let i = 0;
+  while (i < s.length) {
+    let start = i;
+    let n: i64 = 0;
+    while (i < s.length) {
+      let c = s.charCodeAt(i);
+      if (c < 0x30 || c > 0x39) break;
+      n = n * 10 + (c - 0x30);
+      i++;
+      if (i - start > 12) return -1;
+    }
+    if (i == start || i >= s.length) return -1;
+    let unit: i64 = 0;
+    let c = s.charCodeAt(i);
+    if (c == 0x6d && i + 1 < s.length && s.charCodeAt(i + 1) == 0x73) { unit = 1; i += 2; }
+    else if (c == 0x73) { unit = 1000; i++; }
+    else if (c == 0x6d) { unit = 60_000; i++; }
+    else if (c == 0x68) { unit = 3_600_000; i++; }
+    else if (c == 0x64) { unit = 86_400_000; i++; }
+    else return -1;
+    total += n * unit;
+    if (total > <i64>MAX_DURATION_MS) return -1;
+  }
+  return total;
+}
+
+/** Formats milliseconds as the shortest duration string ("90s", "1h30m", "250ms"). */
+export function formatDuration(ms: u64): string {
+  if (ms == 0) return "0s";
+  let out = "";
+  let d = ms / 86_400_000; ms %= 86_400_000;
+  let h = ms / 3_600_000; ms %= 3_600_000;
+  let m = ms / 60_000; ms %= 60_000;
+  let s = ms / 1000; ms %= 1000;
+  if (d > 0) out += d.toString() + "d";
+  if (h > 0) out += h.toString() + "h";
+  if (m > 0) out += m.toString() + "m";
+  if (s > 0) out += s.toString() + "s";
+  if (ms > 0) out += ms.toString() + "ms";
+  return out;
+}
+
+// True for RFC 7230 token characters, restricted to lowercase (header names travel lowercased in Envoy).
+function isHeaderName(s: string): bool {
+  if (s.length == 0 || s.length > 128) return false;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    let ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c == 0x2d || c == 0x5f || c == 0x2e ||
+      c == 0x21 || c == 0x23 || c == 0x24 || c == 0x25 || c == 0x26 || c == 0x27 || c == 0x2a || c == 0x2b ||
+      c == 0x5e || c == 0x60 || c == 0x7c || c == 0x7e;
+    if (!ok) return false;
+  }
+  return true;
+}
+
+function isHeaderValue(s: string): bool {
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c == 0 || c == 0x0a || c == 0x0d) return false;
+  }
+  return s.length <= 4096;
+}
+
+// Collects problems while walking the JSON tree.
+class Checker {
+  errors: string[] = [];
+
+  bad(path: string, expected: string, got: JValue): void {
+    this.errors.push(path + ": expected " + expected + ", got " + got.describe());
+  }
+
+  // Reports every key of `obj` that is not in `known`.
+  only(obj: JValue, path: string, known: string[]): void {
+    for (let i = 0; i < obj.keys.length; i++) {
+      if (!known.includes(obj.keys[i])) {
+        this.errors.push(join(path, obj.keys[i]) + ": unknown field (expected one of: " + known.join(", ") + ")");
+      }
+    }
+  }
+
+  object(v: JValue, path: string): bool {
+    if (v.kind == JKind.Object) return true;
+    this.bad(path, "an object", v);
+    return false;
+  }
+
+  bool(v: JValue, path: string, fallback: bool): bool {
+    if (v.kind == JKind.Bool) return v.bool;
+    this.bad(path, "true or false", v);
+    return fallback;
+  }
+
+  int(v: JValue, path: string, min: f64, max: f64, fallback: i64): i64 {
+    if (v.isInteger() && v.num >= min && v.num <= max) return <i64>v.num;
+    this.bad(path, "an integer from " + (<i64>min).toString() + " to " + (<i64>max).toString(), v);
+    return fallback;
+  }
+
+  duration(v: JValue, path: string, allowZero: bool, fallback: u64): u64 {
+    if (v.kind == JKind.String) {
+      let ms = parseDuration(v.str);
+      if (ms > 0 || (ms == 0 && allowZero)) return <u64>ms;
+    }
+    this.bad(path, allowZero ? "a duration like \"60s\" (\"0s\" allowed)" : "a duration like \"60s\"", v);
+    return fallback;
+  }
+
+  strings(v: JValue, path: string): string[] {
+    let out: string[] = [];
+    if (v.kind != JKind.Array) {
+      this.bad(path, "an array of strings", v);
+      return out;
+    }
+    for (let i = 0; i < v.items.length; i++) {
+      let item = v.items[i];
+      if (item.kind != JKind.String) this.bad(path + "[" + i.toString() + "]", "a string", item);
+      else out.push(item.str);
+    }
+    return out;
+  }
+}
+
+function join(path: string, key: string): string {
+  return path.length == 0 ? key : path + "." + key;
+}
+
+function parseLimit(ck: Checker, v: JValue, path: string, rule: Rule): void {
+  if (!ck.object(v, path)) return;
+  ck.only(v, path, ["requests", "per"]);
+  let r = v.get("requests");
+  if (r !== null) rule.requests = <u32>ck.int(r, path + ".requests", 1, MAX_REQUESTS, rule.requests);
+  let per = v.get("per");
+  if (per !== null) rule.perMs = ck.duration(per, path + ".per", false, rule.perMs);
+  rule.update();
+}
+
+function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, extra: string[]): void {
+  let known = ["enabled", "limit", "ban"].concat(extra);
+  ck.only(v, path, known);
+  let e = v.get("enabled");
+  if (e !== null) rule.enabled = ck.bool(e, path + ".enabled", true);
+  let l = v.get("limit");
+  if (l !== null) parseLimit(ck, l, path + ".limit", rule);
+  let b = v.get("ban");
+  if (b !== null) rule.banMs = ck.duration(b, path + ".ban", true, rule.banMs);
+}
+
+// Statuses: exact codes (404 or "404") or classes ("4xx").
+function parseStatuses(ck: Checker, v: JValue, path: string, cfg: Config): void {
+  const expected = "an HTTP status from 100 to 599 (404 or \"404\") or a class like \"4xx\"";
+  if (v.kind != JKind.Array || v.items.length == 0) {
+    ck.bad(path, "a non-empty array of statuses such as [\"4xx\", 429]", v);
+    return;
+  }
+  let match = new StaticArray<bool>(600);
+  for (let i = 0; i < v.items.length; i++) {
+    let item = v.items[i];
+    let p = path + "[" + i.toString() + "]";
+    if (item.isInteger() && item.num >= 100 && item.num <= 599) {
+      match[<i32>item.num] = true;
+      continue;
+    }
+    if (item.kind == JKind.String && item.str.length == 3) {
+      let s = item.str;
+      let d0 = s.charCodeAt(0) - 0x30;
+      if (d0 >= 1 && d0 <= 5 && s.charAt(1) == "x" && s.charAt(2) == "x") {
+        for (let c = d0 * 100; c < d0 * 100 + 100; c++) match[c] = true;
+        continue;
+      }
+      let d1 = s.charCodeAt(1) - 0x30, d2 = s.charCodeAt(2) - 0x30;
+      if (d0 >= 1 && d0 <= 5 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) {
+        match[d0 * 100 + d1 * 10 + d2] = true;
+        continue;
+      }
+    }
+    ck.bad(p, expected, item);
+  }
+  cfg.statusMatch = match;
+}
+
+function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
+  const path = "clientAddress";
+  if (!ck.object(v, path)) return;
+  ck.only(v, path, ["source", "trustedHops"]);
+  let s = v.get("source");
+  if (s !== null) {
+    let ok = s.kind == JKind.String;
+    if (ok) {
+      let src = s.str;
+      if (src == "peer") cfg.source = Source.Peer;
+      else if (src == "xff") cfg.source = Source.Xff;
+      else if (src == "auto") cfg.source = Source.Auto;
+      else if (src.startsWith("header:") && isHeaderName(src.substring(7).toLowerCase()) && !src.substring(7).startsWith(":")) {
+        cfg.source = Source.Header;
+        cfg.headerName = String.UTF8.encode(src.substring(7).toLowerCase());
+      } else ok = false;
+    }
+    if (!ok) ck.bad(path + ".source", "\"peer\", \"xff\", \"auto\" or \"header:<name>\"", s);
+  }
+  let h = v.get("trustedHops");
+  if (h !== null) cfg.trustedHops = <i32>ck.int(h, path + ".trustedHops", 0, 16, 0);
+}
+
+function parseCidrs(ck: Checker, v: JValue, path: string): Cidr[] {
+  let out: Cidr[] = [];
+  if (v.kind != JKind.Array) {
+    ck.bad(path, "an array of CIDRs like \"10.0.0.0/8\"", v);
+    return out;
+  }
+  for (let i = 0; i < v.items.length; i++) {
+    let item = v.items[i];
+    let c: Cidr | null = item.kind == JKind.String ? parseCidr(item.str) : null;
+    if (c === null) ck.bad(path + "[" + i.toString() + "]", "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\"", item);
+    else out.push(c);
+  }
+  return out;
+}
+
+function parseResponse(ck: Checker, v: JValue, cfg: Config): void {
+  const path = "response";
+  if (!ck.object(v, path)) return;
+  ck.only(v, path, ["status", "body", "headers"]);
+  let s = v.get("status");
+  if (s !== null) cfg.responseStatus = <u32>ck.int(s, path + ".status", 400, 599, 403);
+  let b = v.get("body");
+  if (b !== null) {
+    if (b.kind == JKind.String && b.str.length <= 65536) cfg.responseBody = String.UTF8.encode(b.str);
+    else ck.bad(path + ".body", "a string of at most 65536 characters", b);
+  }
+  let h = v.get("headers");
+  if (h !== null) {
+    if (!ck.object(h, path + ".headers")) return;
+    cfg.responseHeaderNames = [];
+    cfg.responseHeaderValues = [];
+    for (let i = 0; i < h.keys.length; i++) {
+      let name = h.keys[i];
+      let value = h.items[i];
+      let p = path + ".headers." + name;
+      if (!isHeaderName(name)) {
+        ck.errors.push(p + ": expected a lowercase header name (letters, digits, '-')");
+        continue;
+      }
+      if (value.kind != JKind.String || !isHeaderValue(value.str)) {
+        ck.bad(p, "a string without CR, LF or NUL", value);
+        continue;
+      }
+      cfg.responseHeaderNames.push(name);
+      cfg.responseHeaderValues.push(value.str);
+    }
+  }
+}
+
+/** Parses and validates a pluginConfig string. Never throws. */
+export function parseConfig(text: string): ParseResult {
+  let res = new ParseResult();
+  let cfg = new Config();
+  let trimmed = text.trim();
+  if (trimmed.length == 0) {
+    res.config = cfg;
+    return res;
+  }
+  let parsed = parseJson(trimmed);
+  if (parsed.value === null) {
+    res.errors.push("pluginConfig: " + parsed.error);
+    return res;
+  }
+  let root = changetype<JValue>(parsed.value);
+  let ck = new Checker();
+  if (root.kind != JKind.Object) {
+    ck.bad("pluginConfig", "a JSON object", root);
+    res.errors = ck.errors;
+    return res;
+  }
+  ck.only(root, "", ["mode", "clientAddress", "prefixes", "allow", "deny", "skipPaths", "rules", "ban", "response", "capacity"]);
+
+  let mode = root.get("mode");
+  if (mode !== null) {
+    if (mode.kind == JKind.String && (mode.str == "enforce" || mode.str == "dry-run")) cfg.dryRun = mode.str == "dry-run";
+    else ck.bad("mode", "\"enforce\" or \"dry-run\"", mode);
+  }
+
+  let ca = root.get("clientAddress");
+  if (ca !== null) parseClientAddress(ck, ca, cfg);
+
+  let pf = root.get("prefixes");
+  if (pf !== null && ck.object(pf, "prefixes")) {
+    ck.only(pf, "prefixes", ["ipv4", "ipv6"]);
+    let p4 = pf.get("ipv4");
+    if (p4 !== null) cfg.prefixV4 = <i32>ck.int(p4, "prefixes.ipv4", 8, 32, 32);
+    let p6 = pf.get("ipv6");
+    if (p6 !== null) cfg.prefixV6 = <i32>ck.int(p6, "prefixes.ipv6", 16, 128, 64);
+  }
+
+  let allow = root.get("allow");
+  if (allow !== null) cfg.allow = parseCidrs(ck, allow, "allow");
+  let deny = root.get("deny");
+  if (deny !== null) cfg.deny = parseCidrs(ck, deny, "deny");
+
+  let skip = root.get("skipPaths");
+  if (skip !== null) {
+    let paths = ck.strings(skip, "skipPaths");
+    for (let i = 0; i < paths.length; i++) {
+      if (!paths[i].startsWith("/")) ck.errors.push("skipPaths[" + i.toString() + "]: expected a path prefix starting with \"/\", got \"" + paths[i] + "\"");
+      else cfg.skipPaths.push(String.UTF8.encode(paths[i]));
+    }
+  }
+
+  let rules = root.get("rules");
+  if (rules !== null && ck.object(rules, "rules")) {
+    ck.only(rules, "rules", RULE_NAMES);
+    let rate = rules.get("rate");
+    if (rate !== null && ck.object(rate, "rules.rate")) parseRule(ck, rate, "rules.rate", cfg.rules[RULE_RATE], []);
+    let ua = rules.get("userAgent");
+    if (ua !== null && ck.object(ua, "rules.userAgent")) {
+      parseRule(ck, ua, "rules.userAgent", cfg.rules[RULE_UA], ["match"]);
+      let m = ua.get("match");
+      if (m !== null) {
+        let pats = ck.strings(m, "rules.userAgent.match");
+        cfg.uaPatterns = [];
+        for (let i = 0; i < pats.length; i++) {
+          if (pats[i].length > 256) ck.errors.push("rules.userAgent.match[" + i.toString() + "]: expected a glob of at most 256 characters");
+          else cfg.uaPatterns.push(String.UTF8.encode(pats[i].toLowerCase()));
+        }
+      }
+    }
+    let errs = rules.get("errors");
+    if (errs !== null && ck.object(errs, "rules.errors")) {
+      parseRule(ck, errs, "rules.errors", cfg.rules[RULE_ERRORS], ["statuses"]);
+      let st = errs.get("statuses");
+      if (st !== null) parseStatuses(ck, st, "rules.errors.statuses", cfg);
+    }
+  }
+
+  let ban = root.get("ban");
+  if (ban !== null && ck.object(ban, "ban")) {
+    ck.only(ban, "ban", ["escalation", "max", "forgetAfter"]);
+    let esc = ban.get("escalation");
+    if (esc !== null) {
+      if (esc.kind == JKind.Number && esc.num >= 1 && esc.num <= 100) cfg.escalation = esc.num;
+      else ck.bad("ban.escalation", "a number from 1 to 100", esc);
+    }
+    let max = ban.get("max");
+    if (max !== null) cfg.banMaxMs = ck.duration(max, "ban.max", false, cfg.banMaxMs);
+    let fa = ban.get("forgetAfter");
+    if (fa !== null) cfg.forgetAfterMs = ck.duration(fa, "ban.forgetAfter", true, cfg.forgetAfterMs);
+  }
+
+  let resp = root.get("response");
+  if (resp !== null) parseResponse(ck, resp, cfg);
+
+  let cap = root.get("capacity");
+  if (cap !== null) cfg.capacity = <u32>ck.int(cap, "capacity", <f64>MIN_CAPACITY, <f64>MAX_CAPACITY, 65536);
+
+  if (ck.errors.length > 0) res.errors = ck.errors;
+  else res.config = cfg;
+  return res;
+}

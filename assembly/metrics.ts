@@ -1,0 +1,86 @@
+// Metrics, defined once by the root context at configure time. Envoy keeps one stat per name for the whole
+// plugin, so the VMs of all workers add to the same counters. Names (as shown at /stats/prometheus):
+//
+//   traffic_guard_requests_total                 requests seen
+//   traffic_guard_denied_rate_total              denied by the rate rule
+//   traffic_guard_denied_user_agent_total        denied by the userAgent rule
+//   traffic_guard_denied_errors_total            denied while the errors bucket is empty (errors.ban 0s)
+//   traffic_guard_denied_banned_total            denied because the client is banned
+//   traffic_guard_denied_deny_total              denied by the deny list
+//   traffic_guard_bans_rate_total                bans started by rate
+//   traffic_guard_bans_user_agent_total          bans started by userAgent
+//   traffic_guard_bans_errors_total              bans started by errors
+//   traffic_guard_dry_run_would_deny_total       requests dry-run let through that enforce would deny
+//   traffic_guard_evictions_total                client records replaced to make room
+//   traffic_guard_internal_errors_total          fail-open events
+//   traffic_guard_client_address_fallbacks_total unusable address header, peer address used
+//   traffic_guard_tracked_clients (gauge)        occupied client records
+
+import { define_metric, increment_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
+
+/** Counter names indexed by the Metric* constants below. */
+export const COUNTER_NAMES: string[] = [
+  "traffic_guard_requests_total",
+  "traffic_guard_denied_rate_total",
+  "traffic_guard_denied_user_agent_total",
+  "traffic_guard_denied_errors_total",
+  "traffic_guard_denied_banned_total",
+  "traffic_guard_denied_deny_total",
+  "traffic_guard_bans_rate_total",
+  "traffic_guard_bans_user_agent_total",
+  "traffic_guard_bans_errors_total",
+  "traffic_guard_dry_run_would_deny_total",
+  "traffic_guard_evictions_total",
+  "traffic_guard_internal_errors_total",
+  "traffic_guard_client_address_fallbacks_total",
+];
+/** The gauge's name. */
+export const GAUGE_TRACKED = "traffic_guard_tracked_clients";
+
+/** Index of traffic_guard_requests_total. */
+export const REQUESTS: i32 = 0;
+/** Index of the first denied_* counter; add a rules.DENY_* reason minus one. */
+export const DENIED_BASE: i32 = 1;
+/** Index of the first bans_* counter; add a rule index. */
+export const BANS_BASE: i32 = 6;
+/** Index of traffic_guard_dry_run_would_deny_total. */
+export const WOULD_DENY: i32 = 9;
+/** Index of traffic_guard_evictions_total. */
+export const EVICTIONS: i32 = 10;
+/** Index of traffic_guard_internal_errors_total. */
+export const INTERNAL_ERRORS: i32 = 11;
+/** Index of traffic_guard_client_address_fallbacks_total. */
+export const FALLBACKS: i32 = 12;
+
+/** Metric ids of one VM. A metric the host refused to define has id 0 and is skipped. */
+export class Metrics {
+  counters: StaticArray<u32> = new StaticArray<u32>(13);
+  tracked: u32 = 0;
+  ok: StaticArray<bool> = new StaticArray<bool>(13);
+  trackedOk: bool = false;
+
+  /** Defines every metric; returns false if the host refused any (they are then skipped). */
+  define(): bool {
+    let all = true;
+    for (let i = 0; i < COUNTER_NAMES.length; i++) {
+      let r = define_metric(MetricTypeValues.Counter, COUNTER_NAMES[i]);
+      this.ok[i] = r.result == WasmResultValues.Ok;
+      this.counters[i] = r.metric_id;
+      all = all && this.ok[i];
+    }
+    let g = define_metric(MetricTypeValues.Gauge, GAUGE_TRACKED);
+    this.trackedOk = g.result == WasmResultValues.Ok;
+    this.tracked = g.metric_id;
+    return all && this.trackedOk;
+  }
+
+  /** Adds one to counter `i` (counter increments must be positive). */
+  inc(i: i32): void {
+    if (unchecked(this.ok[i])) increment_metric(unchecked(this.counters[i]), 1);
+  }
+
+  /** Adds one to the tracked-clients gauge. */
+  trackOne(): void {
+    if (this.trackedOk) increment_metric(this.tracked, 1);
+  }
+}

@@ -1,0 +1,115 @@
+// One tracked client: a 48-byte record inside a set of the shared table (see table.ts).
+//
+//   0  u64 address high word      8  u64 address low word (IPv4 as ::ffff:a.b.c.d)
+//  16  u64 updated (ms)           24  u64 banUntil (ms; 0 = never banned)
+//  32  f32 rate tokens            36  f32 userAgent tokens        40  f32 errors tokens
+//  44  u8  strikes (bans so far)  45  u8  rule of the last ban    46  u8 flags (bit 0: used)  47 spare
+//
+// Little endian, as wasm memory is; the bytes are only ever read by this module.
+
+import { Config } from "./config";
+import { refill } from "./bucket";
+
+/** Bytes per tracked client. */
+export const RECORD_SIZE: i32 = 48;
+/** Records per set (per shared-data key). */
+export const WAYS: i32 = 8;
+/** Bytes of one set's value. */
+export const SET_SIZE: i32 = RECORD_SIZE * WAYS;
+
+const O_HI = 0;
+const O_LO = 8;
+const O_UPDATED = 16;
+const O_BAN_UNTIL = 24;
+const O_TOKENS = 32;
+const O_STRIKES = 44;
+const O_RULE = 45;
+const O_FLAGS = 46;
+const FLAG_USED: u8 = 1;
+
+/** Whether the record slot holds a client. */
+// @ts-ignore: decorator
+@inline export function isUsed(r: usize): bool { return (load<u8>(r, O_FLAGS) & FLAG_USED) != 0; }
+/** Whether the record belongs to this address. */
+// @ts-ignore: decorator
+@inline export function isFor(r: usize, hi: u64, lo: u64): bool {
+  return isUsed(r) && load<u64>(r, O_HI) == hi && load<u64>(r, O_LO) == lo;
+}
+/** The address high word. */
+// @ts-ignore: decorator
+@inline export function addrHi(r: usize): u64 { return load<u64>(r, O_HI); }
+/** The address low word. */
+// @ts-ignore: decorator
+@inline export function addrLo(r: usize): u64 { return load<u64>(r, O_LO); }
+/** When the buckets were last brought up to date, in ms. */
+// @ts-ignore: decorator
+@inline export function updated(r: usize): u64 { return load<u64>(r, O_UPDATED); }
+/** When the current or last ban ends, in ms (0 if never banned). */
+// @ts-ignore: decorator
+@inline export function banUntil(r: usize): u64 { return load<u64>(r, O_BAN_UNTIL); }
+/** Sets the ban end. */
+// @ts-ignore: decorator
+@inline export function setBanUntil(r: usize, v: u64): void { store<u64>(r, v, O_BAN_UNTIL); }
+/** The token level of bucket `rule`. */
+// @ts-ignore: decorator
+@inline export function tokens(r: usize, rule: i32): f64 { return <f64>load<f32>(r + O_TOKENS + (<usize>rule << 2)); }
+/** Sets the token level of bucket `rule`. */
+// @ts-ignore: decorator
+@inline export function setTokens(r: usize, rule: i32, v: f64): void { store<f32>(r + O_TOKENS + (<usize>rule << 2), <f32>v); }
+/** How many bans this client has had (within forgetAfter). */
+// @ts-ignore: decorator
+@inline export function strikes(r: usize): i32 { return <i32>load<u8>(r, O_STRIKES); }
+/** Sets the ban count. */
+// @ts-ignore: decorator
+@inline export function setStrikes(r: usize, v: i32): void { store<u8>(r, <u8>(v > 255 ? 255 : v), O_STRIKES); }
+/** The rule index of the last ban. */
+// @ts-ignore: decorator
+@inline export function banRule(r: usize): i32 { return <i32>load<u8>(r, O_RULE); }
+/** Sets the rule index of the last ban. */
+// @ts-ignore: decorator
+@inline export function setBanRule(r: usize, v: i32): void { store<u8>(r, <u8>v, O_RULE); }
+
+/** Starts a fresh record for an address: buckets full, no ban history. */
+export function init(r: usize, hi: u64, lo: u64, now: u64, cfg: Config): void {
+  memory.fill(r, 0, RECORD_SIZE);
+  store<u64>(r, hi, O_HI);
+  store<u64>(r, lo, O_LO);
+  store<u64>(r, now, O_UPDATED);
+  for (let i = 0; i < 3; i++) setTokens(r, i, <f64>cfg.rules[i].requests);
+  store<u8>(r, FLAG_USED, O_FLAGS);
+}
+
+/** Brings every bucket up to `now` and forgets ban history older than forgetAfter. */
+export function advance(r: usize, now: u64, cfg: Config): void {
+  let last = updated(r);
+  if (now > last) {
+    let elapsed = now - last;
+    for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
+    store<u64>(r, now, O_UPDATED);
+  }
+  // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
+  for (let i = 0; i < 3; i++) {
+    let cap = <f64>cfg.rules[i].requests;
+    if (tokens(r, i) > cap) setTokens(r, i, cap);
+  }
+  let until = banUntil(r);
+  if (strikes(r) > 0 && now >= until && now - until >= cfg.forgetAfterMs) setStrikes(r, 0);
+}
+
+/** Whether the client is banned at `now`. */
+// @ts-ignore: decorator
+@inline export function isBanned(r: usize, now: u64): bool { return banUntil(r) > now; }
+
+/** Whether the record has decayed to nothing: no ban, no remembered bans, every bucket full again. */
+export function isExpired(r: usize, now: u64, cfg: Config): bool {
+  if (!isUsed(r)) return true;
+  let until = banUntil(r);
+  if (until > now) return false;
+  if (strikes(r) > 0 && now - until < cfg.forgetAfterMs) return false;
+  let elapsed = now > updated(r) ? now - updated(r) : 0;
+  for (let i = 0; i < 3; i++) {
+    let rule = cfg.rules[i];
+    if (refill(tokens(r, i), elapsed, rule) < <f64>rule.requests) return false;
+  }
+  return true;
+}

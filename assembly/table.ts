@@ -1,0 +1,143 @@
+// The bounded client table in proxy-wasm shared data, shared by every Envoy worker (VM) of the process.
+//
+// Envoy never deletes shared-data keys, so the table is a fixed set of keys: capacity/8 sets of 8
+// records, key "traffic-guard/t/XXXXXX" (hex set index). A client lives in the set its address hashes to.
+// Every update is get -> modify -> set with the CAS from the get; on CAS_MISMATCH another worker changed
+// the set in between, so the update is recomputed from fresh data (bounded retries).
+//
+// Replacement in a full set: an empty slot, else an expired record (no ban, history forgotten, buckets
+// full), else the least recently updated record that is not banned; a banned record is replaced only when
+// all eight are banned, and then the one whose ban ends first.
+//
+// Lost-update bound: a set on a key that does not exist yet succeeds whatever the CAS, so two workers that
+// both find a set absent and both write it lose one of the two updates. That can happen only on the
+// first write of each set, at most (workers - 1) times per set over the life of the process.
+
+import { get_shared_data, set_shared_data, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { Config } from "./config";
+import * as rec from "./record";
+import * as rules from "./rules";
+
+/** CAS attempts per update before giving up (and failing open). */
+export const MAX_ATTEMPTS: i32 = 8;
+/** Prefix of every shared-data key this filter writes. */
+export const KEY_PREFIX: string = "traffic-guard/t/";
+
+const OP_REQUEST: i32 = 0;
+const OP_RESPONSE: i32 = 1;
+const HEX = "0123456789abcdef";
+
+/** Result of a failed update: the request passes (fail open) and the caller counts an internal error. */
+export const FAILED: i32 = -1;
+
+/** The shared table as seen from one VM. The outcome fields describe the last update that landed. */
+export class Table {
+  /** Number of sets (shared-data keys). */
+  sets: u32;
+  private key: ArrayBuffer;
+  private scratch: ArrayBuffer = new ArrayBuffer(rec.SET_SIZE);
+
+  /** A used record was replaced by the last update. */
+  evicted: bool = false;
+  /** The last update filled a previously empty slot (one more tracked client). */
+  filledSlot: bool = false;
+  /** CAS conflicts seen by the last update. */
+  conflicts: i32 = 0;
+  /** The rule that the last update banned the client for, or -1. */
+  banRule: i32 = -1;
+  /** Strike number and ban end of the last ban started, or the active ban found. */
+  strike: i32 = 0;
+  banUntil: u64 = 0;
+
+  constructor(capacity: u32) {
+    this.sets = (capacity + <u32>rec.WAYS - 1) / <u32>rec.WAYS;
+    this.key = String.UTF8.encode(KEY_PREFIX + "000000");
+  }
+
+  /** The set index for an address (a 64-bit mix of both words, reduced to the set count). */
+  setOf(hi: u64, lo: u64): u32 {
+    let h = hi * 0x9e3779b97f4a7c15 ^ lo;
+    h ^= h >> 33; h *= 0xff51afd7ed558ccd;
+    h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53;
+    h ^= h >> 33;
+    return <u32>(h % <u64>this.sets);
+  }
+
+  /** The shared-data key of set `index` (the returned buffer is reused by the next call). */
+  keyFor(index: u32): ArrayBuffer {
+    let p = changetype<usize>(this.key) + <usize>KEY_PREFIX.length;
+    for (let i = 5; i >= 0; i--) {
+      store<u8>(p + <usize>i, <u8>HEX.charCodeAt(index & 15));
+      index >>= 4;
+    }
+    return this.key;
+  }
+
+  /** Request-time update for a client: returns rules.PASS, a rules.DENY_* reason, or FAILED. */
+  request(cfg: Config, hi: u64, lo: u64, uaMatched: bool, now: u64): i32 {
+    return this.update(OP_REQUEST, cfg, hi, lo, uaMatched, now);
+  }
+
+  /** Counts one matching error response for a client: returns rules.PASS or FAILED. */
+  errorResponse(cfg: Config, hi: u64, lo: u64, now: u64): i32 {
+    return this.update(OP_RESPONSE, cfg, hi, lo, false, now);
+  }
+
+  private update(op: i32, cfg: Config, hi: u64, lo: u64, uaMatched: bool, now: u64): i32 {
+    let key = this.keyFor(this.setOf(hi, lo));
+    this.conflicts = 0;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      this.evicted = false;
+      this.filledSlot = false;
+      this.banRule = -1;
+      let sd = get_shared_data(key);
+      let cas = sd.cas;
+      let buf = sd.value;
+      if (sd.result == WasmResultValues.NotFound || buf.byteLength != rec.SET_SIZE) {
+        // A never-written set (or a value of another size, which this version cannot read): start empty.
+        // For an absent key the host ignores cas; for a foreign value cas still guards the overwrite.
+        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return FAILED;
+        buf = this.scratch;
+        memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
+      }
+      let r = this.locate(changetype<usize>(buf), hi, lo, now, cfg);
+      rec.advance(r, now, cfg);
+      let decision = rules.PASS;
+      if (op == OP_REQUEST) decision = rules.onRequest(r, cfg, uaMatched, now);
+      else rules.onErrorResponse(r, cfg, now);
+      this.strike = rec.strikes(r);
+      this.banUntil = rec.banUntil(r);
+      if (!rules.dirty && !this.filledSlot && !this.evicted) return decision; // nothing to write back
+      let res = set_shared_data(key, buf, cas);
+      if (res == WasmResultValues.Ok) {
+        this.banRule = rules.banStartedRule;
+        return decision;
+      }
+      if (res != WasmResultValues.CasMismatch) return FAILED;
+      this.conflicts++;
+    }
+    return FAILED;
+  }
+
+  // Finds the client's record in the set at `base`, or makes room for it (see the replacement policy).
+  private locate(base: usize, hi: u64, lo: u64, now: u64, cfg: Config): usize {
+    let empty: usize = 0, expired: usize = 0, idle: usize = 0, banned: usize = 0;
+    for (let i = 0; i < rec.WAYS; i++) {
+      let r = base + <usize>(i * rec.RECORD_SIZE);
+      if (rec.isFor(r, hi, lo)) return r;
+      if (!rec.isUsed(r)) { if (empty == 0) empty = r; continue; }
+      if (rec.isBanned(r, now)) {
+        if (banned == 0 || rec.banUntil(r) < rec.banUntil(banned)) banned = r;
+      } else if (rec.isExpired(r, now, cfg)) {
+        if (expired == 0) expired = r;
+      } else if (idle == 0 || rec.updated(r) < rec.updated(idle)) {
+        idle = r;
+      }
+    }
+    let r = empty != 0 ? empty : expired != 0 ? expired : idle != 0 ? idle : banned;
+    this.filledSlot = empty != 0;
+    this.evicted = empty == 0;
+    rec.init(r, hi, lo, now, cfg);
+    return r;
+  }
+}
