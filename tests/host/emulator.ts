@@ -1,0 +1,1109 @@
+/**
+ * A small proxy-wasm host emulator that runs build/traffic-guard.wasm the way Envoy does.
+ *
+ * Modelled on proxy-wasm-cpp-host (the ABI layer Envoy embeds) and Envoy's own Context, with the
+ * go-sdk's `proxytest` as the shape of the API. One `Host` owns what Envoy shares between worker
+ * threads: the shared-data store, the stats (one stat per name), the log sink and the clock. Each
+ * `Vm` is one WebAssembly.Instance of the module, i.e. one Envoy worker thread. A `HttpStream` is
+ * one request going through the filter.
+ *
+ *   const h = await Host.start({ config: '{"mode":"enforce"}' });
+ *   const r = h.vm(0).request({ path: '/db', peer: '203.0.113.7:4000', headers: { 'user-agent': 'curl/8.5.0' } }).respond(404);
+ *   assert.equal(r.localReply?.status, 403);
+ *
+ * Host behaviour reproduced on purpose (each is something a filter can get wrong):
+ * - values returned to the module are copied into memory obtained from the module's exported
+ *   `malloc`, pointer and size written as u32 LE into the out-params; a zero-length value is NOT
+ *   allocated (pointer 0, size 0), exactly like cpp-host's copyToPointerSize;
+ * - a missing header or property is NotFound (1); property paths are NUL-separated segments;
+ * - shared data: NotFound for an absent key, CAS checked only when non-zero and only for an
+ *   existing key (a set on an absent key always succeeds), a fresh non-zero CAS per successful set,
+ *   no deletion;
+ * - stats are keyed by name across VMs; counters only accept increments > 0 (Envoy returns
+ *   BadArgument otherwise), which is recorded as a violation;
+ * - a local reply is encoded through the same filter: the stream's proxy_on_response_headers runs
+ *   with the local `:status`, and the upstream is never reached;
+ * - plugin configuration is readable (buffer type 7) only during proxy_on_configure, VM
+ *   configuration (type 6) only during proxy_on_vm_start;
+ * - a trap (RuntimeError, e.g. an AssemblyScript abort) fails the VM and is raised as a TrapError
+ *   carrying the last log lines.
+ * Every import the module declares is provided; unimplemented ones return Unimplemented (12) and are
+ * recorded in `host.unimplementedCalls`; other ABI misuse is recorded in `host.violations`.
+ */
+import { readFileSync, existsSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import path from "node:path";
+
+/** proxy-wasm WasmResult codes (ABI 0.2.x). */
+export const WasmResult = {
+  Ok: 0,
+  NotFound: 1,
+  BadArgument: 2,
+  SerializationFailure: 3,
+  ParseFailure: 4,
+  BadExpression: 5,
+  InvalidMemoryAccess: 6,
+  Empty: 7,
+  CasMismatch: 8,
+  ResultMismatch: 9,
+  InternalFailure: 10,
+  BrokenConnection: 11,
+  Unimplemented: 12,
+} as const;
+
+/** proxy-wasm log levels, index = level number. */
+export const LogLevelNames = ["trace", "debug", "info", "warn", "error", "critical"] as const;
+
+/** FilterHeadersStatus values a filter may return from proxy_on_{request,response}_headers. */
+export const FilterHeadersStatus = {
+  Continue: 0,
+  StopIteration: 1,
+  ContinueAndEndStream: 2,
+  StopAllIterationAndBuffer: 3,
+  StopAllIterationAndWatermark: 4,
+} as const;
+
+/** Absolute path of the release build the tests run. */
+export const DEFAULT_WASM = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../build/traffic-guard.wasm");
+
+const HEADER_REQUEST = 0;
+const HEADER_RESPONSE = 2;
+const BUFFER_VM_CONFIGURATION = 6;
+const BUFFER_PLUGIN_CONFIGURATION = 7;
+const METRIC_COUNTER = 0;
+const METRIC_GAUGE = 1;
+const METRIC_HISTOGRAM = 2;
+
+const utf8 = new TextEncoder();
+const utf8dec = new TextDecoder("utf-8", { fatal: false });
+
+/** Bytes or text, as accepted wherever the emulator takes a header or property value. */
+export type Bytes = string | Uint8Array;
+
+function toBytes(v: Bytes): Uint8Array {
+  return typeof v === "string" ? utf8.encode(v) : v;
+}
+
+/** Parses "90s", "10m", "1h30m", "250ms" or a number of milliseconds into milliseconds. */
+export function durationMs(d: string | number): number {
+  if (typeof d === "number") return d;
+  const re = /(\d+(?:\.\d+)?)(ms|h|m|s)/gy;
+  let total = 0;
+  let matched = 0;
+  let m: RegExpExecArray | null;
+  while ((m = re.exec(d)) !== null) {
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
+    total += Number(m[1]) * unit;
+    matched = re.lastIndex;
+  }
+  if (matched !== d.length || d.length === 0) throw new Error(`durationMs: not a duration: ${JSON.stringify(d)}`);
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clock
+
+/** The wall clock every VM reads through proxy_get_current_time_nanoseconds; only tests move it. */
+export class Clock {
+  /** Current time in milliseconds since the Unix epoch. */
+  nowMs: number;
+  constructor(startMs = Date.UTC(2024, 0, 15, 12, 0, 0)) {
+    this.nowMs = startMs;
+  }
+  /** Moves the clock forward by a duration ("61s", "1h30m") or a number of milliseconds. */
+  advance(d: string | number): void {
+    const ms = durationMs(d);
+    if (ms < 0) throw new Error("Clock.advance: time cannot go backwards");
+    this.nowMs += ms;
+  }
+  /** Current time in nanoseconds, as the host hands it to the module. */
+  nanos(): bigint {
+    return BigInt(Math.round(this.nowMs)) * 1_000_000n;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared data
+
+/** One stored shared-data entry. */
+export interface SharedEntry {
+  value: Uint8Array;
+  cas: number;
+}
+
+/** Hook run before a set is applied; it may itself make requests (e.g. on another VM). */
+export type BeforeSetHook = (key: string) => void;
+
+/**
+ * Envoy's shared-data store (proxy-wasm-cpp-host SharedData): one map shared by every VM of the
+ * same vm_id, guarded by a mutex in Envoy, so each get and each set is atomic.
+ */
+export class SharedDataStore {
+  private readonly data = new Map<string, SharedEntry>();
+  private nextCas = 1;
+  private hooks: { match: (key: string) => boolean; fn: BeforeSetHook; once: boolean }[] = [];
+  /** When set, every set returns this result instead of storing (to provoke fail-open paths). */
+  forceSetResult: number | null = null;
+  /** When set, every get returns this result (NotFound, InternalFailure, ...). */
+  forceGetResult: number | null = null;
+  /** Number of get calls made by all VMs. */
+  gets = 0;
+  /** Number of set calls made by all VMs (including rejected ones). */
+  sets = 0;
+  /** Number of sets rejected with CasMismatch. */
+  casMismatches = 0;
+
+  private allocCas(): number {
+    const c = this.nextCas;
+    this.nextCas = (this.nextCas + 1) >>> 0;
+    if (this.nextCas === 0) this.nextCas = 1;
+    return c;
+  }
+
+  /** Returns a copy of the entry, or undefined when the key was never written. */
+  get(key: string): SharedEntry | undefined {
+    this.gets++;
+    const e = this.data.get(key);
+    return e && { value: e.value.slice(), cas: e.cas };
+  }
+
+  /** Envoy's set: cas 0 = unconditional; an absent key is always written; else cas must match. */
+  set(key: string, value: Uint8Array, cas: number): number {
+    this.sets++;
+    const due = this.hooks.filter((h) => h.match(key));
+    if (due.length > 0) {
+      this.hooks = this.hooks.filter((h) => !(h.once && due.includes(h)));
+      for (const h of due) h.fn(key);
+    }
+    if (this.forceSetResult !== null) {
+      if (this.forceSetResult === WasmResult.CasMismatch) this.casMismatches++;
+      return this.forceSetResult;
+    }
+    const cur = this.data.get(key);
+    if (cur !== undefined && cas !== 0 && cas !== cur.cas) {
+      this.casMismatches++;
+      return WasmResult.CasMismatch;
+    }
+    this.data.set(key, { value: value.slice(), cas: this.allocCas() });
+    return WasmResult.Ok;
+  }
+
+  /**
+   * Runs `fn` the next time any VM sets a key matching `key` (a string, a predicate, or null for
+   * any key), after that VM's get and before its set is applied. One-shot unless `{ once: false }`.
+   * Returns a function that removes the hook.
+   */
+  onBeforeSet(key: string | null | ((key: string) => boolean), fn: BeforeSetHook, opts: { once?: boolean } = {}): () => void {
+    const match = key === null ? () => true : typeof key === "string" ? (k: string) => k === key : key;
+    const hook = { match, fn, once: opts.once ?? true };
+    this.hooks.push(hook);
+    return () => {
+      this.hooks = this.hooks.filter((h) => h !== hook);
+    };
+  }
+
+  /** Number of keys ever written (Envoy never deletes one). */
+  get size(): number {
+    return this.data.size;
+  }
+  /** All key names. */
+  keys(): string[] {
+    return [...this.data.keys()];
+  }
+  /** Stored value size of one key, or undefined. */
+  valueSize(key: string): number | undefined {
+    return this.data.get(key)?.value.length;
+  }
+  /** Current CAS of one key, or undefined. */
+  casOf(key: string): number | undefined {
+    return this.data.get(key)?.cas;
+  }
+  /** A copy of every entry, for diffing before/after a request. */
+  snapshot(): Map<string, SharedEntry> {
+    return new Map([...this.data].map(([k, e]) => [k, { value: e.value.slice(), cas: e.cas }]));
+  }
+  /** Keys whose CAS differs from (or are absent in) an earlier snapshot. */
+  changedSince(snap: Map<string, SharedEntry>): string[] {
+    return [...this.data].filter(([k, e]) => snap.get(k)?.cas !== e.cas).map(([k]) => k);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metrics
+
+/** One Envoy stat (shared by every VM that defines the same name). */
+export interface Stat {
+  name: string;
+  type: "counter" | "gauge" | "histogram";
+  value: number;
+  /** Values recorded into a histogram. */
+  samples: number[];
+}
+
+/** Envoy's stats scope for the plugin: stats are keyed by name, so all VMs share them. */
+export class Metrics {
+  private readonly stats = new Map<string, Stat>();
+  /** ABI misuse seen on metrics (counter increment <= 0, gauge below zero, type mismatch). */
+  readonly violations: string[] = [];
+
+  /** Returns the stat for `name`, creating it on first definition. */
+  define(type: number, name: string): Stat | undefined {
+    const t = type === METRIC_COUNTER ? "counter" : type === METRIC_GAUGE ? "gauge" : type === METRIC_HISTOGRAM ? "histogram" : undefined;
+    if (!t) return undefined;
+    let s = this.stats.get(name);
+    if (!s) {
+      s = { name, type: t, value: 0, samples: [] };
+      this.stats.set(name, s);
+    } else if (s.type !== t) {
+      this.violations.push(`metric ${name} defined as ${t} but already exists as ${s.type}`);
+    }
+    return s;
+  }
+  /** Current value; throws a clear error when the filter never defined the metric. */
+  get(name: string): number {
+    const s = this.stats.get(name);
+    if (!s) throw new Error(`metric ${name} was never defined by the filter (defined: ${[...this.stats.keys()].join(", ") || "none"})`);
+    return s.value;
+  }
+  /** Whether some VM defined `name`. */
+  has(name: string): boolean {
+    return this.stats.has(name);
+  }
+  /** The stat record (type, value), or undefined. */
+  stat(name: string): Stat | undefined {
+    return this.stats.get(name);
+  }
+  /** All names defined so far. */
+  names(): string[] {
+    return [...this.stats.keys()];
+  }
+  /** name → value for every defined stat. */
+  snapshot(): Record<string, number> {
+    return Object.fromEntries([...this.stats].map(([k, s]) => [k, s.value]));
+  }
+  /** name → (current − earlier) for every stat that changed since `snap`. */
+  diff(snap: Record<string, number>): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const [k, s] of this.stats) {
+      const d = s.value - (snap[k] ?? 0);
+      if (d !== 0) out[k] = d;
+    }
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logs
+
+/** One proxy_log call. */
+export interface LogEntry {
+  vm: number;
+  level: number;
+  levelName: string;
+  text: string;
+  /** The callback that was running when the line was logged ("proxy_on_configure", ...). */
+  during: string;
+  contextId: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** A wasm trap (RuntimeError) inside the module, with the last log lines for the diagnosis. */
+export class TrapError extends Error {
+  constructor(
+    readonly vmIndex: number,
+    readonly call: string,
+    readonly cause: unknown,
+    readonly lastLogs: LogEntry[],
+  ) {
+    super(
+      `wasm trap in VM ${vmIndex} during ${call}: ${cause instanceof Error ? cause.message : String(cause)}\n` +
+        `last logs:\n${lastLogs.map((l) => `  [${l.levelName}] ${l.text}`).join("\n") || "  (none)"}`,
+    );
+    this.name = "TrapError";
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header pairs
+
+/** One header; keys are stored lowercase as Envoy does. */
+export type HeaderPair = [string, Uint8Array];
+
+/** Serializes pairs the proxy-wasm way: u32 count, (u32 keylen, u32 valuelen)*, key\0value\0... */
+export function serializePairs(pairs: [Bytes, Bytes][]): Uint8Array {
+  const enc = pairs.map(([k, v]) => [toBytes(k), toBytes(v)] as const);
+  let size = 4 + 8 * enc.length;
+  for (const [k, v] of enc) size += k.length + 1 + v.length + 1;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, enc.length, true);
+  let p = 4;
+  for (const [k, v] of enc) {
+    dv.setUint32(p, k.length, true);
+    dv.setUint32(p + 4, v.length, true);
+    p += 8;
+  }
+  for (const [k, v] of enc) {
+    out.set(k, p);
+    p += k.length + 1;
+    out.set(v, p);
+    p += v.length + 1;
+  }
+  return out;
+}
+
+/** Parses serialized pairs; throws on a malformed buffer (the host answers BadArgument). */
+export function parsePairs(buf: Uint8Array): [string, Uint8Array][] {
+  if (buf.length === 0) return [];
+  if (buf.length < 4) throw new Error("pairs buffer shorter than its count");
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const n = dv.getUint32(0, true);
+  if (4 + 8 * n > buf.length) throw new Error(`pairs buffer too short for ${n} pairs`);
+  const sizes: [number, number][] = [];
+  for (let i = 0; i < n; i++) sizes.push([dv.getUint32(4 + 8 * i, true), dv.getUint32(8 + 8 * i, true)]);
+  let p = 4 + 8 * n;
+  const out: [string, Uint8Array][] = [];
+  for (const [kl, vl] of sizes) {
+    if (p + kl + 1 + vl + 1 > buf.length) throw new Error("pairs buffer truncated");
+    const k = utf8dec.decode(buf.subarray(p, p + kl));
+    p += kl + 1;
+    const v = buf.slice(p, p + vl);
+    p += vl + 1;
+    out.push([k, v]);
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Host
+
+/** Options for Host.load / Host.start. */
+export interface HostOptions {
+  /** Plugin configuration (pluginConfig JSON string); an object is JSON.stringify'd. Default "". */
+  config?: string | Uint8Array | object;
+  /** Number of VMs (Envoy worker threads). Default 1. */
+  vms?: number;
+  /** The root_id Envoy/Istio passes (Istio: the WasmPlugin's pluginName). Default "traffic-guard". */
+  rootId?: string;
+  /** VM configuration bytes (vm_config.configuration). Default "". */
+  vmConfig?: string;
+  /** Path of the .wasm to run. Default build/traffic-guard.wasm. */
+  wasm?: string;
+  /** Initial wall-clock time in ms since the epoch. */
+  startMs?: number;
+}
+
+const moduleCache = new Map<string, { mtimeMs: number; module: WebAssembly.Module }>();
+
+/** Compiles (once per file version) the module; fails with a clear message when it is missing. */
+export function loadModule(file = DEFAULT_WASM): WebAssembly.Module {
+  if (!existsSync(file)) {
+    throw new Error(`${file} does not exist: run \`npm run build\` first (the filter tests run the compiled module)`);
+  }
+  const mtimeMs = statSync(file).mtimeMs;
+  const hit = moduleCache.get(file);
+  if (hit && hit.mtimeMs === mtimeMs) return hit.module;
+  const module = new WebAssembly.Module(readFileSync(file));
+  moduleCache.set(file, { mtimeMs, module });
+  return module;
+}
+
+/** What Envoy shares between workers, plus the VMs (workers) themselves. */
+export class Host {
+  readonly store = new SharedDataStore();
+  readonly metrics = new Metrics();
+  readonly clock: Clock;
+  /** Every log line of every VM, in order. */
+  readonly logs: LogEntry[] = [];
+  /** Calls to imports the emulator does not implement (each returned Unimplemented). */
+  readonly unimplementedCalls: string[] = [];
+  /** ABI misuse by the module (bad pointers, bad enum values, second local reply, ...). */
+  readonly violations: string[] = [];
+  readonly vms: Vm[] = [];
+  readonly module: WebAssembly.Module;
+  rootId: string;
+  vmConfig: Uint8Array;
+
+  private constructor(readonly options: HostOptions) {
+    this.module = loadModule(options.wasm ?? DEFAULT_WASM);
+    this.clock = new Clock(options.startMs);
+    this.rootId = options.rootId ?? "traffic-guard";
+    this.vmConfig = utf8.encode(options.vmConfig ?? "");
+  }
+
+  /** Instantiates the VMs and starts their root contexts, without configuring the plugin. */
+  static load(options: HostOptions = {}): Host {
+    const h = new Host(options);
+    for (let i = 0; i < (options.vms ?? 1); i++) h.addVm();
+    return h;
+  }
+
+  /** load() + proxy_on_configure on every VM; throws (with the logs) if the config is rejected. */
+  static async start(options: HostOptions = {}): Promise<Host> {
+    const h = Host.load(options);
+    const cfg = options.config ?? "";
+    h.vms.forEach((vm) => {
+      if (!vm.configure(cfg)) {
+        throw new Error(
+          `proxy_on_configure returned 0 on VM ${vm.index} for config ${configText(cfg)}; logs:\n` +
+            h.logs.map((l) => `  [${l.levelName}] ${l.text}`).join("\n"),
+        );
+      }
+    });
+    return h;
+  }
+
+  /** Adds one more VM (worker) over the same store, stats and clock; it is started, not configured. */
+  addVm(): Vm {
+    const vm = new Vm(this, this.vms.length);
+    this.vms.push(vm);
+    return vm;
+  }
+
+  /** VM `i` (worker thread i). */
+  vm(i: number): Vm {
+    const vm = this.vms[i];
+    if (!vm) throw new Error(`no VM ${i} (host has ${this.vms.length})`);
+    return vm;
+  }
+
+  /** Sends a new plugin configuration to every VM; returns whether every VM accepted it. */
+  configure(config: string | Uint8Array | object): boolean {
+    return this.vms.map((vm) => vm.configure(config)).every(Boolean);
+  }
+
+  /** Log lines at `level` or above (level names or numbers). */
+  logsAtLeast(level: number | (typeof LogLevelNames)[number]): LogEntry[] {
+    const n = typeof level === "number" ? level : LogLevelNames.indexOf(level);
+    return this.logs.filter((l) => l.level >= n);
+  }
+
+  /** Log lines emitted while a stream callback (not a root-context callback) was running. */
+  requestPathLogs(): LogEntry[] {
+    return this.logs.filter((l) => l.during !== "instantiate" && !ROOT_CALLBACKS.has(l.during));
+  }
+
+  /** Clears captured logs (e.g. after configure). */
+  clearLogs(): void {
+    this.logs.length = 0;
+  }
+
+  /** Throws when the module misused the ABI or called something unimplemented or bad on metrics. */
+  assertClean(): void {
+    const problems = [
+      ...this.violations.map((v) => `ABI violation: ${v}`),
+      ...this.metrics.violations.map((v) => `metric violation: ${v}`),
+      ...this.unimplementedCalls.map((c) => `unimplemented host call: ${c}`),
+    ];
+    if (problems.length > 0) throw new Error(`host saw problems:\n  ${[...new Set(problems)].slice(0, 20).join("\n  ")}`);
+  }
+}
+
+const ROOT_CALLBACKS = new Set(["proxy_on_vm_start", "proxy_on_configure", "proxy_on_context_create(root)", "proxy_on_tick"]);
+
+function configText(cfg: string | Uint8Array | object): string {
+  if (typeof cfg === "string") return JSON.stringify(cfg);
+  if (cfg instanceof Uint8Array) return JSON.stringify(utf8dec.decode(cfg));
+  return JSON.stringify(cfg);
+}
+
+function configBytes(cfg: string | Uint8Array | object): Uint8Array {
+  if (typeof cfg === "string") return utf8.encode(cfg);
+  if (cfg instanceof Uint8Array) return cfg;
+  return utf8.encode(JSON.stringify(cfg));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+/** What a test passes to Vm.request. */
+export interface RequestOptions {
+  /** `:path`. Default "/". */
+  path?: string;
+  /** `:method`. Default "GET". */
+  method?: string;
+  /** `:authority`. Default "app.example.com". */
+  authority?: string;
+  /** The connection's `source.address` ("ip:port", "[v6]:port"); null = property missing. */
+  peer?: Bytes | null;
+  /** Extra request headers (keys are lowercased). Order is kept; repeated keys via an array. */
+  headers?: Record<string, Bytes> | [string, Bytes][];
+  /** Replace the whole request header map (pseudo-headers included) instead of building it. */
+  rawHeaders?: [string, Bytes][];
+  /** Extra properties by dotted path ("destination.address"), null = missing. */
+  properties?: Record<string, Bytes | null>;
+}
+
+/** A local reply sent with proxy_send_local_response. */
+export interface LocalReply {
+  status: number;
+  details: string;
+  body: string;
+  bodyBytes: Uint8Array;
+  headers: [string, string][];
+  grpcStatus: number;
+  /** First value of a header (case-insensitive), or undefined. */
+  header(name: string): string | undefined;
+}
+
+/** One HTTP stream through one VM's filter. */
+export class HttpStream {
+  /** Raw FilterHeadersStatus returned by proxy_on_request_headers. */
+  requestAction = -1;
+  /** Raw FilterHeadersStatus returned by proxy_on_response_headers (-1 if not called). */
+  responseAction = -1;
+  /** The local reply the filter sent, if any. */
+  localReply?: LocalReply;
+  /** Whether the request would have reached the upstream (Continue and no local reply). */
+  upstreamReached = false;
+  /** The status the client finally got (local reply status or upstream status). */
+  status?: number;
+  /** Log lines emitted by this stream's callbacks. */
+  readonly logs: LogEntry[] = [];
+  /** Response headers seen by the filter in proxy_on_response_headers. */
+  responseHeaders: HeaderPair[] = [];
+  /** True once proxy_on_delete ran. */
+  finished = false;
+  requestHeaders: HeaderPair[];
+  readonly properties = new Map<string, Uint8Array>();
+  /** "request" or "response" while the matching callback runs; governs which header maps exist. */
+  phase: "request" | "response" | "done" = "request";
+
+  constructor(
+    readonly vm: Vm,
+    readonly contextId: number,
+    opts: RequestOptions,
+  ) {
+    if (opts.rawHeaders) {
+      this.requestHeaders = opts.rawHeaders.map(([k, v]) => [k.toLowerCase(), toBytes(v)]);
+    } else {
+      const extra = Array.isArray(opts.headers) ? opts.headers : Object.entries(opts.headers ?? {});
+      this.requestHeaders = [
+        [":authority", utf8.encode(opts.authority ?? "app.example.com")],
+        [":path", utf8.encode(opts.path ?? "/")],
+        [":method", utf8.encode(opts.method ?? "GET")],
+        [":scheme", utf8.encode("http")],
+        ...extra.map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair),
+      ];
+    }
+    const peer = opts.peer === undefined ? "192.0.2.10:40000" : opts.peer;
+    if (peer !== null) this.properties.set("source\0address", toBytes(peer));
+    this.properties.set("destination\0address", utf8.encode("10.0.0.5:8080"));
+    for (const [k, v] of Object.entries(opts.properties ?? {})) {
+      const key = k.split(".").join("\0");
+      if (v === null) this.properties.delete(key);
+      else this.properties.set(key, toBytes(v));
+    }
+  }
+
+  /** The filter paused the request without a local reply: in Envoy the stream would hang. */
+  get stalled(): boolean {
+    return this.requestAction !== FilterHeadersStatus.Continue && !this.localReply;
+  }
+
+  /** Whether the filter let the request through to the upstream. */
+  get passed(): boolean {
+    return this.upstreamReached;
+  }
+
+  /**
+   * Delivers the upstream response (when the request reached it) through proxy_on_response_headers,
+   * then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
+   * upstream was never reached: `status` is ignored and the stream just ends.
+   */
+  respond(status = 200, headers: Record<string, Bytes> = {}): this {
+    if (this.finished) throw new Error("respond(): stream already finished");
+    if (this.stalled) {
+      throw new Error(
+        `the filter returned ${this.requestAction} from proxy_on_request_headers without a local reply: the request would hang in Envoy`,
+      );
+    }
+    if (this.upstreamReached) {
+      this.responseHeaders = [
+        [":status", utf8.encode(String(status))],
+        ["content-type", utf8.encode("text/html")],
+        ...Object.entries(headers).map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair),
+      ];
+      this.status = status;
+      this.phase = "response";
+      this.responseAction = this.vm.call("proxy_on_response_headers", this, this.contextId, this.responseHeaders.length, 0);
+      if (this.responseAction !== FilterHeadersStatus.Continue && !this.localReply) {
+        this.vm.host.violations.push(`proxy_on_response_headers returned ${this.responseAction} without a local reply: the response would hang`);
+      }
+    }
+    this.finish();
+    return this;
+  }
+
+  /** Ends the stream without a response (client went away); same end-of-stream calls as Envoy. */
+  finish(): this {
+    if (this.finished) return this;
+    this.phase = "done";
+    this.vm.call("proxy_on_done", this, this.contextId);
+    this.vm.call("proxy_on_log", this, this.contextId);
+    this.vm.call("proxy_on_delete", this, this.contextId);
+    this.finished = true;
+    this.vm.streams.delete(this.contextId);
+    return this;
+  }
+
+  /** Header map for a proxy-wasm map type, or undefined when Envoy has none at this point. */
+  headerMap(type: number): HeaderPair[] | undefined {
+    if (type === HEADER_REQUEST) return this.requestHeaders;
+    if (type === HEADER_RESPONSE && (this.phase === "response" || this.phase === "done")) return this.responseHeaders;
+    return undefined;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// VM
+
+type Exports = Record<string, (...args: any[]) => any> & { memory: WebAssembly.Memory };
+
+/** One instance of the module = one Envoy worker thread. */
+export class Vm {
+  readonly instance: WebAssembly.Instance;
+  readonly exports: Exports;
+  /** Root context id (cpp-host allocates 1 to the first root context). */
+  readonly rootContextId = 1;
+  private nextContextId = 2;
+  /** Streams not finished yet, by context id. */
+  readonly streams = new Map<number, HttpStream>();
+  /** The stream whose callback is running, if any. */
+  current: HttpStream | undefined;
+  /** The export being called (for log attribution). */
+  during = "instantiate";
+  /** Set after a trap: Envoy stops using a failed VM. */
+  failed: TrapError | undefined;
+  /** Every property path the module asked for (NUL shown as "\0"). */
+  readonly propertyLookups: string[] = [];
+  /** Calls per import name. */
+  readonly importCalls = new Map<string, number>();
+  private readonly metricIds = new Map<number, Stat>();
+  private nextMetricId = [4, 5, 6]; // Envoy: id = type | n*4, n from 1
+  private pluginConfig: Uint8Array | undefined;
+  private vmConfigAvailable = false;
+
+  constructor(
+    readonly host: Host,
+    readonly index: number,
+  ) {
+    const imports = this.buildImports();
+    try {
+      this.instance = new WebAssembly.Instance(host.module, imports);
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError) throw new TrapError(index, "instantiate (start function)", e, host.logs.slice(-10));
+      throw e;
+    }
+    this.exports = this.instance.exports as unknown as Exports;
+    for (const name of ["memory", "malloc", "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_done", "proxy_on_log", "proxy_on_delete"]) {
+      if (!(name in this.exports)) throw new Error(`module does not export ${name}: not a proxy-wasm 0.2.x filter`);
+    }
+    if (!Object.keys(this.exports).some((n) => n.startsWith("proxy_abi_version_0_2_"))) {
+      throw new Error("module exports no proxy_abi_version_0_2_x marker: Envoy would refuse to load it");
+    }
+    if (typeof this.exports._initialize === "function") this.call("_initialize", undefined);
+    else if (typeof this.exports._start === "function") this.call("_start", undefined);
+    // Envoy/cpp-host ContextBase::onStart: create the root context, then on_vm_start.
+    this.call("proxy_on_context_create", undefined, this.rootContextId, 0);
+    this.vmConfigAvailable = true;
+    try {
+      const ok = this.call("proxy_on_vm_start", undefined, this.rootContextId, host.vmConfig.length);
+      if (ok === 0) throw new Error(`proxy_on_vm_start returned 0 on VM ${index}: Envoy would fail the VM`);
+    } finally {
+      this.vmConfigAvailable = false;
+    }
+  }
+
+  /** Delivers a plugin configuration like Envoy: proxy_on_configure; returns what it returned. */
+  configure(config: string | Uint8Array | object): boolean {
+    this.pluginConfig = configBytes(config);
+    try {
+      return this.call("proxy_on_configure", undefined, this.rootContextId, this.pluginConfig.length) !== 0;
+    } finally {
+      this.pluginConfig = undefined;
+    }
+  }
+
+  /** Starts a stream and runs proxy_on_request_headers (and, for a local reply, the encode path). */
+  request(opts: RequestOptions = {}): HttpStream {
+    const id = this.nextContextId++;
+    const s = new HttpStream(this, id, opts);
+    this.streams.set(id, s);
+    this.call("proxy_on_context_create", s, id, this.rootContextId);
+    s.requestAction = this.call("proxy_on_request_headers", s, id, s.requestHeaders.length, 1);
+    if (!(s.requestAction >= 0 && s.requestAction <= 4)) {
+      this.host.violations.push(`proxy_on_request_headers returned invalid FilterHeadersStatus ${s.requestAction}`);
+    }
+    if (s.localReply) {
+      // Envoy encodes the local reply through the filter chain, this filter's encoder included.
+      const lr = s.localReply;
+      s.responseHeaders = [
+        [":status", utf8.encode(String(lr.status))],
+        ...(lr.bodyBytes.length > 0 ? ([["content-length", utf8.encode(String(lr.bodyBytes.length))]] as HeaderPair[]) : []),
+        ...lr.headers.map(([k, v]) => [k.toLowerCase(), utf8.encode(v)] as HeaderPair),
+      ];
+      if (lr.bodyBytes.length > 0 && !lr.headers.some(([k]) => k.toLowerCase() === "content-type")) {
+        s.responseHeaders.push(["content-type", utf8.encode("text/plain")]);
+      }
+      s.status = lr.status;
+      s.phase = "response";
+      s.responseAction = this.call("proxy_on_response_headers", s, id, s.responseHeaders.length, lr.bodyBytes.length === 0 ? 1 : 0);
+    } else {
+      s.upstreamReached = s.requestAction === FilterHeadersStatus.Continue;
+    }
+    return s;
+  }
+
+  /** request(opts).respond(status): one complete exchange. */
+  send(opts: RequestOptions = {}, status = 200): HttpStream {
+    return this.request(opts).respond(status);
+  }
+
+  /** Current linear memory size in bytes. */
+  get memoryBytes(): number {
+    return this.exports.memory.buffer.byteLength;
+  }
+
+  /** Calls an export with trap handling; `stream` is the stream it runs for (or undefined). */
+  call(name: string, stream: HttpStream | undefined, ...args: number[]): number {
+    if (this.failed) throw new Error(`VM ${this.index} failed earlier and cannot run ${name}: ${this.failed.message}`);
+    const fn = this.exports[name];
+    if (typeof fn !== "function") throw new Error(`module does not export ${name}`);
+    const prevStream = this.current;
+    const prevDuring = this.during;
+    this.current = stream;
+    this.during = name === "proxy_on_context_create" && stream === undefined ? "proxy_on_context_create(root)" : name;
+    try {
+      const r = fn(...args);
+      return typeof r === "number" ? r : typeof r === "bigint" ? Number(r) : 0;
+    } catch (e) {
+      if (e instanceof WebAssembly.RuntimeError) {
+        this.failed = new TrapError(this.index, name, e, this.host.logs.slice(-10));
+        throw this.failed;
+      }
+      throw e;
+    } finally {
+      this.current = prevStream;
+      this.during = prevDuring;
+    }
+  }
+
+  // --- memory helpers -------------------------------------------------------------------------
+
+  private mem(): Uint8Array {
+    return new Uint8Array(this.exports.memory.buffer);
+  }
+  private view(): DataView {
+    return new DataView(this.exports.memory.buffer);
+  }
+  private read(ptr: number, len: number): Uint8Array | undefined {
+    ptr >>>= 0;
+    len >>>= 0;
+    const m = this.mem();
+    if (ptr + len > m.length) return undefined;
+    return m.slice(ptr, ptr + len);
+  }
+  private writeU32(ptr: number, v: number): boolean {
+    ptr >>>= 0;
+    const dv = this.view();
+    if (ptr + 4 > dv.byteLength) return false;
+    dv.setUint32(ptr, v >>> 0, true);
+    return true;
+  }
+  /** cpp-host copyToPointerSize: malloc only for a non-empty value. */
+  private copyOut(value: Uint8Array, ptrPtr: number, sizePtr: number): number {
+    let p = 0;
+    if (value.length > 0) {
+      p = Number(this.exports.malloc(value.length)) >>> 0;
+      if (p === 0) {
+        this.host.violations.push(`malloc(${value.length}) returned 0`);
+        return WasmResult.InvalidMemoryAccess;
+      }
+      const m = this.mem(); // memory may have grown inside malloc
+      if (p + value.length > m.length) return this.bad(`malloc returned ${p} beyond memory`);
+      m.set(value, p);
+    }
+    if (!this.writeU32(ptrPtr, p) || !this.writeU32(sizePtr, value.length)) return this.bad("out-param pointer out of bounds");
+    return WasmResult.Ok;
+  }
+  private bad(what: string): number {
+    this.host.violations.push(`VM ${this.index} in ${this.during}: ${what}`);
+    return WasmResult.InvalidMemoryAccess;
+  }
+  private text(ptr: number, len: number): string | undefined {
+    const b = this.read(ptr, len);
+    return b && utf8dec.decode(b);
+  }
+
+  // --- imports --------------------------------------------------------------------------------
+
+  private buildImports(): WebAssembly.Imports {
+    const impl: Record<string, (...a: any[]) => number> = {
+      proxy_log: (level: number, ptr: number, len: number) => {
+        const text = this.text(ptr, len);
+        if (text === undefined) return this.bad("proxy_log message out of bounds");
+        if (level < 0 || level > 5) {
+          this.host.violations.push(`proxy_log with level ${level}`);
+          return WasmResult.BadArgument;
+        }
+        const e: LogEntry = { vm: this.index, level, levelName: LogLevelNames[level], text, during: this.during, contextId: this.current?.contextId ?? this.rootContextId };
+        this.host.logs.push(e);
+        this.current?.logs.push(e);
+        return WasmResult.Ok;
+      },
+      proxy_get_log_level: (ptr: number) => (this.writeU32(ptr, 0) ? WasmResult.Ok : this.bad("log level pointer")),
+      proxy_get_current_time_nanoseconds: (ptr: number) => {
+        ptr >>>= 0;
+        const dv = this.view();
+        if (ptr + 8 > dv.byteLength) return this.bad("time pointer out of bounds");
+        dv.setBigUint64(ptr, this.host.clock.nanos(), true);
+        return WasmResult.Ok;
+      },
+      proxy_get_property: (pathPtr: number, pathLen: number, valuePtrPtr: number, valueSizePtr: number) => {
+        const p = this.text(pathPtr, pathLen);
+        if (p === undefined) return this.bad("property path out of bounds");
+        this.propertyLookups.push(p);
+        const v = this.property(p);
+        if (v === undefined) return WasmResult.NotFound;
+        return this.copyOut(v, valuePtrPtr, valueSizePtr);
+      },
+      proxy_set_property: () => WasmResult.Ok,
+      proxy_get_buffer_bytes: (type: number, start: number, length: number, ptrPtr: number, sizePtr: number) => {
+        const buf = this.buffer(type);
+        if (!buf) return WasmResult.NotFound;
+        start >>>= 0;
+        length >>>= 0;
+        if (start > buf.length) return WasmResult.BadArgument;
+        const len = Math.min(length, buf.length - start);
+        if (len === 0) return WasmResult.Ok; // cpp-host writes nothing for an empty range
+        return this.copyOut(buf.subarray(start, start + len), ptrPtr, sizePtr);
+      },
+      proxy_get_buffer_status: (type: number, lengthPtr: number, flagsPtr: number) => {
+        const buf = this.buffer(type);
+        if (!buf) return WasmResult.NotFound;
+        return this.writeU32(lengthPtr, buf.length) && this.writeU32(flagsPtr, 0) ? WasmResult.Ok : this.bad("buffer status pointers");
+      },
+      proxy_get_header_map_value: (type: number, kp: number, kl: number, vpp: number, vsp: number) => {
+        const key = this.text(kp, kl);
+        if (key === undefined) return this.bad("header key out of bounds");
+        const map = this.current?.headerMap(type);
+        if (!map) return WasmResult.BadArgument;
+        const lk = key.toLowerCase();
+        const hit = map.find(([k]) => k === lk);
+        if (!hit) return WasmResult.NotFound;
+        return this.copyOut(hit[1], vpp, vsp);
+      },
+      proxy_get_header_map_pairs: (type: number, pp: number, sp: number) => {
+        const map = this.current?.headerMap(type);
+        if (!map) return WasmResult.BadArgument;
+        return this.copyOut(serializePairs(map), pp, sp);
+      },
+      proxy_get_header_map_size: (type: number, sp: number) => {
+        const map = this.current?.headerMap(type);
+        if (!map) return WasmResult.BadArgument;
+        const size = map.reduce((n, [k, v]) => n + utf8.encode(k).length + v.length, 0);
+        return this.writeU32(sp, size) ? WasmResult.Ok : this.bad("header map size pointer");
+      },
+      proxy_add_header_map_value: (type: number, kp: number, kl: number, vp: number, vl: number) => {
+        const map = this.current?.headerMap(type);
+        const key = this.text(kp, kl);
+        const val = this.read(vp, vl);
+        if (!map) return WasmResult.BadArgument;
+        if (key === undefined || !val) return this.bad("header out of bounds");
+        map.push([key.toLowerCase(), val]);
+        return WasmResult.Ok;
+      },
+      proxy_replace_header_map_value: (type: number, kp: number, kl: number, vp: number, vl: number) => {
+        const map = this.current?.headerMap(type);
+        const key = this.text(kp, kl);
+        const val = this.read(vp, vl);
+        if (!map) return WasmResult.BadArgument;
+        if (key === undefined || !val) return this.bad("header out of bounds");
+        const lk = key.toLowerCase();
+        const rest = map.filter(([k]) => k !== lk);
+        map.length = 0;
+        map.push(...rest, [lk, val]);
+        return WasmResult.Ok;
+      },
+      proxy_remove_header_map_value: (type: number, kp: number, kl: number) => {
+        const map = this.current?.headerMap(type);
+        const key = this.text(kp, kl);
+        if (!map) return WasmResult.BadArgument;
+        if (key === undefined) return this.bad("header key out of bounds");
+        const rest = map.filter(([k]) => k !== key.toLowerCase());
+        map.length = 0;
+        map.push(...rest);
+        return WasmResult.Ok;
+      },
+      proxy_set_header_map_pairs: (type: number, p: number, l: number) => {
+        const map = this.current?.headerMap(type);
+        const buf = this.read(p, l);
+        if (!map) return WasmResult.BadArgument;
+        if (!buf) return this.bad("pairs out of bounds");
+        try {
+          const pairs = parsePairs(buf);
+          map.length = 0;
+          map.push(...pairs.map(([k, v]) => [k.toLowerCase(), v] as HeaderPair));
+          return WasmResult.Ok;
+        } catch (e) {
+          this.host.violations.push(`proxy_set_header_map_pairs: ${(e as Error).message}`);
+          return WasmResult.BadArgument;
+        }
+      },
+      proxy_send_local_response: (status: number, dp: number, dl: number, bp: number, bl: number, hp: number, hl: number, grpc: number) => {
+        const s = this.current;
+        const details = this.text(dp, dl);
+        const body = this.read(bp, bl);
+        const hbuf = this.read(hp, hl);
+        if (details === undefined || !body || !hbuf) return this.bad("local response arguments out of bounds");
+        if (!s) {
+          this.host.violations.push("proxy_send_local_response outside a stream");
+          return WasmResult.BadArgument;
+        }
+        if (s.localReply) {
+          // Envoy refuses a second local reply for one stream.
+          this.host.violations.push("second proxy_send_local_response on one stream");
+          return WasmResult.BadArgument;
+        }
+        let pairs: [string, Uint8Array][];
+        try {
+          pairs = parsePairs(hbuf);
+        } catch (e) {
+          this.host.violations.push(`proxy_send_local_response headers: ${(e as Error).message}`);
+          return WasmResult.BadArgument;
+        }
+        const headers = pairs.map(([k, v]) => [k, utf8dec.decode(v)] as [string, string]);
+        s.localReply = {
+          status: status >>> 0,
+          details,
+          body: utf8dec.decode(body),
+          bodyBytes: body,
+          headers,
+          grpcStatus: grpc | 0,
+          header: (name: string) => headers.find(([k]) => k.toLowerCase() === name.toLowerCase())?.[1],
+        };
+        return WasmResult.Ok;
+      },
+      proxy_continue_stream: () => WasmResult.Ok,
+      proxy_continue_request: () => WasmResult.Ok,
+      proxy_continue_response: () => WasmResult.Ok,
+      proxy_clear_route_cache: () => WasmResult.Ok,
+      proxy_set_effective_context: (id: number) => {
+        if (id === this.rootContextId || this.streams.has(id)) return WasmResult.Ok;
+        this.host.violations.push(`proxy_set_effective_context(${id}) for an unknown context`);
+        return WasmResult.BadArgument;
+      },
+      proxy_set_tick_period_milliseconds: () => WasmResult.Ok,
+      proxy_done: () => WasmResult.Ok,
+      proxy_get_shared_data: (kp: number, kl: number, vpp: number, vsp: number, casPtr: number) => {
+        const key = this.text(kp, kl);
+        if (key === undefined) return this.bad("shared data key out of bounds");
+        if (this.host.store.forceGetResult !== null) return this.host.store.forceGetResult;
+        const e = this.host.store.get(key);
+        if (!e) return WasmResult.NotFound;
+        const r = this.copyOut(e.value, vpp, vsp);
+        if (r !== WasmResult.Ok) return r;
+        return this.writeU32(casPtr, e.cas) ? WasmResult.Ok : this.bad("cas pointer out of bounds");
+      },
+      proxy_set_shared_data: (kp: number, kl: number, vp: number, vl: number, cas: number) => {
+        const key = this.text(kp, kl);
+        const val = this.read(vp, vl);
+        if (key === undefined || !val) return this.bad("shared data arguments out of bounds");
+        return this.host.store.set(key, val, cas >>> 0);
+      },
+      proxy_define_metric: (type: number, np: number, nl: number, idPtr: number) => {
+        const name = this.text(np, nl);
+        if (name === undefined) return this.bad("metric name out of bounds");
+        const stat = this.host.metrics.define(type, name);
+        if (!stat) {
+          this.host.violations.push(`proxy_define_metric with type ${type}`);
+          return WasmResult.BadArgument;
+        }
+        const id = this.nextMetricId[type];
+        this.nextMetricId[type] += 4;
+        this.metricIds.set(id, stat);
+        return this.writeU32(idPtr, id) ? WasmResult.Ok : this.bad("metric id pointer out of bounds");
+      },
+      proxy_increment_metric: (id: number, offset: bigint | number) => {
+        const s = this.metricIds.get(id >>> 0);
+        const off = Number(offset);
+        if (!s) {
+          this.host.metrics.violations.push(`increment of undefined metric id ${id}`);
+          return WasmResult.NotFound;
+        }
+        if (s.type === "counter") {
+          if (off <= 0) {
+            this.host.metrics.violations.push(`counter ${s.name} incremented by ${off} (Envoy: BadArgument)`);
+            return WasmResult.BadArgument;
+          }
+          s.value += off;
+          return WasmResult.Ok;
+        }
+        if (s.type === "gauge") {
+          s.value += off;
+          if (s.value < 0) this.host.metrics.violations.push(`gauge ${s.name} went below zero (${s.value}); Envoy gauges are unsigned`);
+          return WasmResult.Ok;
+        }
+        this.host.metrics.violations.push(`increment of histogram ${s.name}`);
+        return WasmResult.BadArgument;
+      },
+      proxy_record_metric: (id: number, value: bigint | number) => {
+        const s = this.metricIds.get(id >>> 0);
+        const v = Number(BigInt.asUintN(64, BigInt(value)));
+        if (!s) {
+          this.host.metrics.violations.push(`record of undefined metric id ${id}`);
+          return WasmResult.NotFound;
+        }
+        if (s.type === "counter") s.value += v; // Envoy adds to a counter
+        else if (s.type === "gauge") s.value = v;
+        else s.samples.push(v);
+        return WasmResult.Ok;
+      },
+      proxy_get_metric: (id: number, ptr: number) => {
+        const s = this.metricIds.get(id >>> 0);
+        if (!s) return WasmResult.NotFound;
+        if (s.type === "histogram") return WasmResult.BadArgument;
+        ptr >>>= 0;
+        const dv = this.view();
+        if (ptr + 8 > dv.byteLength) return this.bad("metric value pointer out of bounds");
+        dv.setBigUint64(ptr, BigInt(Math.max(0, s.value)), true);
+        return WasmResult.Ok;
+      },
+    };
+
+    const env: Record<string, (...a: any[]) => number> = {};
+    for (const imp of WebAssembly.Module.imports(this.host.module)) {
+      if (imp.kind !== "function") throw new Error(`module imports ${imp.module}.${imp.name} (${imp.kind}); Envoy provides only functions`);
+      if (imp.module !== "env" || !imp.name.startsWith("proxy_")) {
+        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI, no env.abort)`);
+      }
+      const f = impl[imp.name];
+      const name = imp.name;
+      env[name] = (...a: any[]) => {
+        this.importCalls.set(name, (this.importCalls.get(name) ?? 0) + 1);
+        if (!f) {
+          this.host.unimplementedCalls.push(name);
+          return WasmResult.Unimplemented;
+        }
+        return f(...a);
+      };
+    }
+    return { env };
+  }
+
+  private property(p: string): Uint8Array | undefined {
+    if (p === "plugin_root_id") return utf8.encode(this.host.rootId);
+    if (p === "plugin_name") return utf8.encode(this.host.rootId);
+    if (p === "plugin_vm_id") return utf8.encode("");
+    return this.current?.properties.get(p);
+  }
+
+  private buffer(type: number): Uint8Array | undefined {
+    if (type === BUFFER_PLUGIN_CONFIGURATION) return this.pluginConfig;
+    if (type === BUFFER_VM_CONFIGURATION) return this.vmConfigAvailable ? this.host.vmConfig : undefined;
+    return undefined;
+  }
+}
