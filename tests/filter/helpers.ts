@@ -79,13 +79,19 @@ export interface BanLine {
   seconds: number;
   rule: string;
   limit: number;
-  perSeconds: number;
+  /** The window as printed after the slash ("60s" per the contract). */
+  per: string;
   strike: number;
   dryRun: boolean;
   level: number;
 }
 
-const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\d+)\/(\d+)s ban=(\d+)( \(dry-run\))?$/;
+// Deliberately lenient about the window's spelling so that one formatting mistake fails only the
+// test dedicated to the exact line format (ban-log format test), not every test that reads bans.
+const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
+
+/** The exact ban line of docs/design.md. */
+export const BAN_LINE_EXACT = /^traffic-guard: banned \S+ for \d+s: rule=(rate|userAgent|errors) limit=\d+\/\d+s ban=\d+( \(dry-run\))?$/;
 
 /** Parses a ban line; returns undefined for any other line. */
 export function parseBan(l: LogEntry): BanLine | undefined {
@@ -96,7 +102,7 @@ export function parseBan(l: LogEntry): BanLine | undefined {
     seconds: Number(m[2]),
     rule: m[3],
     limit: Number(m[4]),
-    perSeconds: Number(m[5]),
+    per: m[5],
     strike: Number(m[6]),
     dryRun: m[7] !== undefined,
     level: l.level,
@@ -178,4 +184,25 @@ export function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** The issue's "example with every field", with the client address taken from the peer. */
+export function exampleConfig(overrides: Record<string, any> = {}): string {
+  const base: Record<string, any> = {
+    mode: "enforce",
+    clientAddress: { source: "peer", trustedHops: 0 },
+    prefixes: { ipv4: 32, ipv6: 64 },
+    allow: ["10.0.0.0/8", "fd00::/8"],
+    deny: ["203.0.113.0/24"],
+    skipPaths: ["/healthz", "/readyz"],
+    rules: {
+      userAgent: { enabled: true, match: ["curl/*", "wget/*", "python-requests/*"], limit: { requests: 10, per: "1m" }, ban: "10m" },
+      rate: { enabled: true, limit: { requests: 600, per: "1m" }, ban: "5m" },
+      errors: { enabled: true, statuses: ["4xx"], limit: { requests: 20, per: "1m" }, ban: "30m" },
+    },
+    ban: { escalation: 2, max: "24h", forgetAfter: "24h" },
+    response: { status: 403, body: "Forbidden\n", headers: { "content-type": "text/plain" } },
+    capacity: 65536,
+  };
+  return JSON.stringify({ ...base, ...overrides });
 }
