@@ -116,7 +116,7 @@ export function bans(h: Host): BanLine[] {
 
 /** Asserts the stream reached the upstream with no local reply. */
 export function assertPassed(r: HttpStream, what = "request"): void {
-  assert.equal(r.localReply, undefined, `${what}: expected to pass, got local reply ${r.localReply?.status} ${r.localReply?.body ?? ""}`);
+  assert.ok(!r.localReply, `${what}: expected to pass, got local reply ${r.localReply?.status} (${r.localReply?.details}) ${JSON.stringify(r.localReply?.body)}`);
   assert.equal(r.requestAction, 0, `${what}: proxy_on_request_headers should return Continue`);
   assert.equal(r.upstreamReached, true, `${what}: should reach the upstream`);
 }
@@ -172,6 +172,12 @@ export function assertNoRequestPathLogs(h: Host): void {
     [],
     "no log lines expected on the normal request path",
   );
+}
+
+/** Asserts the only lines logged by stream callbacks are ban lines. */
+export function assertOnlyBanLogs(h: Host): void {
+  const lines = h.requestPathLogs().filter((l) => parseBan(l) === undefined);
+  assert.deepEqual(lines.map((l) => `[${l.levelName}] ${l.text}`), [], "only ban lines expected on the request path");
 }
 
 /** A deterministic PRNG (mulberry32) so failures are reproducible from the printed seed. */

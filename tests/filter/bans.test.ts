@@ -1,0 +1,182 @@
+// Token buckets, ban expiry, Retry-After, escalation, forgetAfter, plain rate limiting and dry-run.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import type { Host, RequestOptions } from "../host/emulator.ts";
+import {
+  M, start, rateRule, errorsRule, uaRule, assertPassed, assertDenied, assertOnlyMetrics, assertMetrics, assertHostClean,
+  assertNoRequestPathLogs, bans, BAN_LINE_EXACT,
+} from "./helpers.ts";
+
+const C = { peer: "198.51.100.7:4000" } satisfies RequestOptions;
+
+/** Sends requests until one is denied; returns that reply's Retry-After (or fails after `max`). */
+function violate(h: Host, req: RequestOptions, max = 100): string | undefined {
+  for (let i = 0; i < max; i++) {
+    const r = h.vm(0).send(req);
+    if (r.localReply) return r.localReply.header("retry-after");
+  }
+  assert.fail(`no request was denied within ${max} requests`);
+}
+
+test("a bucket of N per T lets N requests through in a burst and refills continuously at N per T", async () => {
+  const h = await start({ rules: { rate: rateRule(10, "1m", "0s") } });
+  for (let i = 1; i <= 10; i++) assertPassed(h.vm(0).send(C), `burst request ${i}`);
+  assertDenied(h.vm(0).send(C), 403, "11th request of the burst");
+  h.clock.advance(5_999); // one token takes 6 s at 10/min
+  assertDenied(h.vm(0).send(C), 403, "after 5.999 s the bucket still holds < 1 token");
+  h.clock.advance(1);
+  assertPassed(h.vm(0).send(C), "after 6 s one token is back");
+  assertDenied(h.vm(0).send(C), 403, "and only one");
+  h.clock.advance("10m");
+  for (let i = 1; i <= 10; i++) assertPassed(h.vm(0).send(C), `after a long idle period, burst request ${i}`);
+  assertDenied(h.vm(0).send(C), 403, "the bucket never holds more than N tokens");
+});
+
+test("a ban expires: Retry-After counts down in whole seconds rounded up, and the client passes once it ends", async () => {
+  const h = await start({ rules: { rate: rateRule(2, "1h", "5m") } });
+  assertPassed(h.vm(0).send(C));
+  assertPassed(h.vm(0).send(C));
+  assert.equal(assertDenied(h.vm(0).send(C)).header("retry-after"), "300", "violation: banned for the full 300 s");
+  h.clock.advance(1_500);
+  assert.equal(assertDenied(h.vm(0).send(C)).header("retry-after"), "299", "298.5 s left rounds up to 299");
+  h.clock.advance(300_000 - 1_500 - 1);
+  assert.equal(assertDenied(h.vm(0).send(C)).header("retry-after"), "1", "1 ms left is still 1 s");
+  h.clock.advance(1);
+  // The ban is over. The rate bucket (2/h) refilled only 2*300/3600 tokens, so give it time first.
+  h.clock.advance("30m");
+  assertPassed(h.vm(0).send(C), "after the ban and a refill the client passes");
+  assertOnlyMetrics(h, { [M.requests]: 6, [M.deniedRate]: 1, [M.bansRate]: 1, [M.deniedBanned]: 2 });
+});
+
+test("the first request after a ban ends is judged by the buckets, not by the old ban", async () => {
+  const h = await start({ rules: { rate: rateRule(60, "1m", "10s") } });
+  for (let i = 0; i < 60; i++) h.vm(0).send(C);
+  assertDenied(h.vm(0).send(C), 403, "61st request");
+  h.clock.advance("10s"); // ban over, 10 tokens back
+  for (let i = 1; i <= 10; i++) assertPassed(h.vm(0).send(C), `request ${i} after the ban`);
+  assertDenied(h.vm(0).send(C), 403, "bucket empty again: a second violation");
+  assert.deepEqual(bans(h).map((b) => [b.seconds, b.strike]), [[10, 1], [20, 2]]);
+});
+
+test("repeat offenders get ban × escalation^(n-1), capped at ban.max", async () => {
+  const h = await start({ rules: { rate: rateRule(1, "1h", "10s") }, ban: { escalation: 2, max: "35s", forgetAfter: "1h" } });
+  const got: (string | undefined)[] = [];
+  for (let strike = 1; strike <= 5; strike++) {
+    got.push(violate(h, C));
+    h.clock.advance("36s"); // every ban is over
+  }
+  assert.deepEqual(got, ["10", "20", "35", "35", "35"]);
+  assert.deepEqual(bans(h).map((b) => [b.seconds, b.strike]), [[10, 1], [20, 2], [35, 3], [35, 4], [35, 5]]);
+  assertMetrics(h, { [M.bansRate]: 5, [M.deniedRate]: 5 });
+});
+
+test("a non-integer escalation multiplies the ban, and escalation 1 keeps it constant", async () => {
+  const h = await start({ rules: { rate: rateRule(1, "1h", "10s") }, ban: { escalation: 1.5, max: "1h", forgetAfter: "1h" } });
+  const got: (string | undefined)[] = [];
+  for (let i = 0; i < 3; i++) {
+    got.push(violate(h, C));
+    h.clock.advance("1m");
+  }
+  assert.deepEqual(got, ["10", "15", "23"], "10 s, 15 s, 22.5 s (whole seconds rounded up)");
+
+  const h1 = await start({ rules: { rate: rateRule(1, "1h", "10s") }, ban: { escalation: 1, max: "1h", forgetAfter: "1h" } });
+  const got1: (string | undefined)[] = [];
+  for (let i = 0; i < 3; i++) {
+    got1.push(violate(h1, C));
+    h1.clock.advance("1m");
+  }
+  assert.deepEqual(got1, ["10", "10", "10"]);
+});
+
+test("ban history is kept within ban.forgetAfter and forgotten after it", async () => {
+  const h = await start({ rules: { rate: rateRule(1, "1h", "10s") }, ban: { escalation: 2, max: "1h", forgetAfter: "2m" } });
+  assert.equal(violate(h, C), "10", "first offence");
+  h.clock.advance("40s"); // ban over 30 s ago, well within 2 m of it
+  assert.equal(violate(h, C), "20", "second offence within forgetAfter escalates");
+  h.clock.advance("20s"); // ban over
+  h.clock.advance("2m1s"); // and more than forgetAfter since it ended (and since it started)
+  assert.equal(violate(h, C), "10", "after forgetAfter the client starts again at strike 1");
+  assert.deepEqual(bans(h).map((b) => b.strike), [1, 2, 1]);
+});
+
+test('ban: "0s" is plain rate limiting: only the violating requests are denied, nobody is banned', async () => {
+  const h = await start({ rules: { rate: rateRule(3, "1m", "0s") } });
+  for (let i = 0; i < 3; i++) assertPassed(h.vm(0).send(C));
+  for (let i = 0; i < 5; i++) {
+    const reply = assertDenied(h.vm(0).send(C));
+    assert.equal(reply.header("retry-after"), undefined, "no ban, so no Retry-After");
+  }
+  h.clock.advance("20s"); // one token back (3/min)
+  assertPassed(h.vm(0).send(C), "the next token lets a request through: no ban");
+  assert.deepEqual(bans(h), []);
+  assertOnlyMetrics(h, { [M.requests]: 9, [M.deniedRate]: 5 });
+  assertNoRequestPathLogs(h);
+});
+
+test('errors with ban: "0s" blocks requests (reason errors) only while the errors bucket holds < 1 token', async () => {
+  const h = await start({ rules: { errors: errorsRule([404], 3, "1m", "0s") } });
+  for (let i = 0; i < 3; i++) assertPassed(h.vm(0).send({ ...C, path: `/missing/${i}` }, 404), `404 number ${i + 1}`);
+  for (let i = 0; i < 3; i++) {
+    const reply = assertDenied(h.vm(0).send({ ...C, path: "/ok" }), 403, "request while the errors bucket is empty");
+    assert.equal(reply.header("retry-after"), undefined, "no ban, so no Retry-After");
+  }
+  h.clock.advance("20s"); // one token back (3/min)
+  assertPassed(h.vm(0).send({ ...C, path: "/ok" }, 200), "with a token back the client passes again");
+  assertPassed(h.vm(0).send({ ...C, path: "/ok" }, 200), "a 200 takes no errors token");
+  assert.deepEqual(bans(h), []);
+  assertOnlyMetrics(h, { [M.requests]: 8, [M.deniedErrors]: 3 });
+  assertNoRequestPathLogs(h);
+});
+
+test("errors counts exact codes and classes as configured, and ignores other statuses", async () => {
+  const h = await start({ rules: { errors: errorsRule([429, "5xx"], 2, "1h", "1h") } });
+  for (const s of [200, 301, 404, 403, 499, 404]) assertPassed(h.vm(0).send(C, s), `status ${s} does not count`);
+  assertPassed(h.vm(0).send(C, 429));
+  assertPassed(h.vm(0).send(C, 503));
+  assert.equal(bans(h).length, 0);
+  assertPassed(h.vm(0).send(C, 500), "the third counted status still reaches the client");
+  assert.equal(bans(h).length, 1, "and starts the ban");
+  assertDenied(h.vm(0).send(C));
+});
+
+test("dry-run blocks nothing but counts, bans, logs and measures exactly like enforce", async () => {
+  const rules = { rate: rateRule(5, "1h", "10m"), userAgent: uaRule(["curl/*"], 2, "1h", "10m"), errors: errorsRule(["4xx"], 2, "1h", "10m") };
+  const run = async (mode: string) => {
+    const h = await start({ mode, rules });
+    const outcomes: boolean[] = [];
+    const send = (req: RequestOptions, status = 200) => outcomes.push(h.vm(0).send(req, status).upstreamReached);
+    for (let i = 0; i < 8; i++) send({ peer: "198.51.100.1:1" }); // rate: 5 pass, 6th bans, 2 banned
+    for (let i = 0; i < 4; i++) send({ peer: "198.51.100.2:1", headers: { "user-agent": "curl/8" } }); // ua: 2 pass, 3rd bans, 1 banned
+    for (let i = 0; i < 4; i++) send({ peer: "198.51.100.3:1" }, 404); // errors: 3rd 404 bans, 4th banned
+    return { h, outcomes };
+  };
+  const enforce = await run("enforce");
+  const dry = await run("dry-run");
+
+  assert.ok(dry.outcomes.every(Boolean), "dry-run lets every request through");
+  assert.equal(enforce.outcomes.filter((o) => !o).length, 6, "enforce blocks 6 of them");
+  const wouldDeny = dry.h.metrics.get(M.wouldDeny);
+  assert.equal(wouldDeny, 6, "dry-run counts every request enforce mode blocked");
+  assert.equal(enforce.h.metrics.get(M.wouldDeny), 0);
+
+  const strip = (b: ReturnType<typeof bans>) => b.map(({ dryRun, ...rest }) => rest);
+  assert.deepEqual(strip(bans(dry.h)), strip(bans(enforce.h)), "same bans");
+  assert.ok(bans(dry.h).every((b) => b.dryRun), "dry-run ban lines end with (dry-run)");
+  assert.ok(bans(enforce.h).every((b) => !b.dryRun));
+  for (const l of dry.h.logs.filter((x) => x.text.includes("banned"))) assert.match(l.text, / \(dry-run\)$/);
+  assert.equal(bans(dry.h).length, 3);
+
+  const { [M.wouldDeny]: _a, ...e } = enforce.h.metrics.snapshot();
+  const { [M.wouldDeny]: _b, ...d } = dry.h.metrics.snapshot();
+  assert.deepEqual(d, e, "every other metric is identical");
+  assertHostClean(dry.h);
+});
+
+test("dry-run ban lines match the exact contract format with the (dry-run) suffix", async () => {
+  const h = await start({ mode: "dry-run", rules: { rate: rateRule(1, "1h", "10m") } });
+  h.vm(0).send(C);
+  h.vm(0).send(C);
+  const lines = h.logs.filter((l) => l.text.startsWith("traffic-guard: banned ")).map((l) => l.text);
+  assert.deepEqual(lines, ["traffic-guard: banned 198.51.100.7 for 600s: rule=rate limit=1/3600s ban=1 (dry-run)"]);
+  assert.match(lines[0], BAN_LINE_EXACT);
+});
