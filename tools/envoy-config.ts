@@ -25,10 +25,17 @@ export interface WasmFilterSpec {
   /** Absolute path of the .wasm module. */
   wasmPath: string;
   /**
-   * Envoy's PluginConfig.fail_open (Istio's failStrategy: FAIL_OPEN). Left out when undefined, which
-   * is Envoy's default (fail closed).
+   * Istio's WasmPlugin failStrategy. Istio 1.25+ always renders it as PluginConfig.failure_policy
+   * (FAIL_CLOSE -> FAIL_CLOSED, the default; FAIL_OPEN -> FAIL_OPEN; FAIL_RELOAD -> FAIL_RELOAD).
    */
-  failOpen?: boolean;
+  failStrategy?: "FAIL_CLOSE" | "FAIL_OPEN" | "FAIL_RELOAD";
+  /**
+   * Deliver the filter the way istiod does, through extension config discovery (ECDS): the HCM
+   * names the filter and points at a config source; the Wasm config itself lives in this file
+   * (a DiscoveryResponse written with {@link writeEcdsFile}), which Envoy watches for updates.
+   * Undefined renders the Wasm config inline.
+   */
+  ecdsPath?: string;
 }
 
 /**
@@ -80,6 +87,8 @@ export interface EnvoySpec {
   listeners: ListenerSpec[];
   /** Admin port; 0 picks an ephemeral one, read back through --admin-address-path. */
   adminPort?: number;
+  /** node.id (default `traffic-guard-e2e`). */
+  nodeId?: string;
 }
 
 const ROUTER = {
@@ -113,10 +122,45 @@ export function wasmFilter(spec: WasmFilterSpec): object {
   if (spec.pluginConfig !== "") {
     config.configuration = { "@type": "type.googleapis.com/google.protobuf.StringValue", value: spec.pluginConfig };
   }
-  if (spec.failOpen !== undefined) config.fail_open = spec.failOpen;
+  const policy = { FAIL_CLOSE: "FAIL_CLOSED", FAIL_OPEN: "FAIL_OPEN", FAIL_RELOAD: "FAIL_RELOAD" } as const;
+  config.failure_policy = policy[spec.failStrategy ?? "FAIL_CLOSE"];
   return {
     name: filterName,
-    typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm", config },
+    typed_config: { "@type": WASM_TYPE, config },
+  };
+}
+
+const WASM_TYPE = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/** The HCM entry of an ECDS-delivered Wasm filter, as istiod renders it (type URL list included). */
+function ecdsFilter(spec: WasmFilterSpec & { ecdsPath: string }): object {
+  const dir = spec.ecdsPath.slice(0, spec.ecdsPath.lastIndexOf("/"));
+  return {
+    name: `${spec.namespace}.${spec.name}`,
+    config_discovery: {
+      config_source: {
+        path_config_source: { path: spec.ecdsPath, watched_directory: { path: dir } },
+        resource_api_version: "V3",
+        // istiod blocks listener readiness until the plugin arrives (initial_fetch_timeout 0s).
+        initial_fetch_timeout: "0s",
+      },
+      type_urls: [WASM_TYPE],
+    },
+  };
+}
+
+/** The DiscoveryResponse body that an ECDS file holds for one Wasm filter. */
+export function ecdsResponse(spec: WasmFilterSpec, version: string): object {
+  const filter = wasmFilter(spec) as { name: string; typed_config: object };
+  return {
+    version_info: version,
+    resources: [
+      {
+        "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+        name: filter.name,
+        typed_config: filter.typed_config,
+      },
+    ],
   };
 }
 
@@ -141,7 +185,8 @@ export function localRateLimitFilter(spec: LocalRateLimitSpec): object {
 }
 
 function httpFilter(spec: HttpFilterSpec): object {
-  return spec.kind === "wasm" ? wasmFilter(spec) : localRateLimitFilter(spec);
+  if (spec.kind === "local_ratelimit") return localRateLimitFilter(spec);
+  return spec.ecdsPath ? ecdsFilter({ ...spec, ecdsPath: spec.ecdsPath }) : wasmFilter(spec);
 }
 
 function routeAction(route: RouteSpec, clusterName: string): object {
@@ -197,6 +242,8 @@ export function envoyBootstrap(spec: EnvoySpec): object {
     names.add(l.name);
   }
   return {
+    // ECDS (like any xDS) requires a node identity; istiod's proxies carry one too.
+    node: { id: spec.nodeId ?? "traffic-guard-e2e", cluster: "traffic-guard" },
     admin: { address: socket("127.0.0.1", spec.adminPort ?? 0) },
     static_resources: {
       listeners: spec.listeners.map(listener),

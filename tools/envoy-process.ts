@@ -5,11 +5,11 @@
  * back from `/listeners`. Every started process is killed when the Node process exits.
  */
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync } from "node:fs";
+import { mkdtempSync, openSync, closeSync, readFileSync, writeFileSync, existsSync, rmSync, renameSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { envoyBootstrap, type EnvoySpec } from "./envoy-config.ts";
+import { ecdsResponse, envoyBootstrap, type EnvoySpec, type WasmFilterSpec } from "./envoy-config.ts";
 import { ensureEnvoy } from "./envoy.ts";
 
 /** Bound addresses of one listener. */
@@ -193,4 +193,20 @@ export async function startEnvoy(opts: StartOptions): Promise<RunningEnvoy> {
 /** Removes a bootstrap's temporary directory (used by callers that keep no logs). */
 export function removeBootstrapDir(configPath: string): void {
   rmSync(join(configPath, ".."), { recursive: true, force: true });
+}
+
+/** A fresh temporary directory for ECDS files (one per Envoy, so watches do not interfere). */
+export function makeEcdsDir(label: string): string {
+  return mkdtempSync(join(tmpdir(), `traffic-guard-ecds-${label.replace(/[^a-z0-9-]/gi, "_")}-`));
+}
+
+/**
+ * Writes (or replaces) the ECDS file of a Wasm filter atomically: Envoy watches the directory and
+ * reloads when a file is moved into place, as it would apply a new push from istiod.
+ */
+export function writeEcdsFile(spec: WasmFilterSpec, version: string): void {
+  if (!spec.ecdsPath) throw new Error(`filter ${spec.namespace}.${spec.name} has no ecdsPath`);
+  const tmp = `${spec.ecdsPath}.${process.pid}.tmp`;
+  writeFileSync(tmp, `${JSON.stringify(ecdsResponse(spec, version), null, 2)}\n`);
+  renameSync(tmp, spec.ecdsPath);
 }

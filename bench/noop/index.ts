@@ -6,6 +6,12 @@ import { RootContext, Context, registerRootContext, FilterHeadersStatusValues } 
 
 /** Root context that only hands out no-op stream contexts. */
 class NoopRoot extends RootContext {
+  // The SDK's default onConfigure passes the configuration size where the host expects a pointer
+  // (and traps when there is no configuration); this filter reads no configuration at all.
+  onConfigure(configuration_size: u32): bool {
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new NoopStream(context_id, this);
   }

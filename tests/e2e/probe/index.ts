@@ -8,6 +8,12 @@ import { get_property } from "@solo-io/proxy-runtime/assembly/runtime";
 
 /** Root context of the probe. */
 class ProbeRoot extends RootContext {
+  // The SDK's default onConfigure passes the configuration size where the host expects a pointer
+  // (and traps when there is no configuration); this filter reads no configuration at all.
+  onConfigure(configuration_size: u32): bool {
+    return true;
+  }
+
   createContext(context_id: u32): Context {
     return new ProbeStream(context_id, this);
   }

@@ -1,0 +1,134 @@
+/**
+ * The concrete Envoy setups of this project, all parameterisations of the one template in
+ * tools/envoy-config.ts: the edge proxy of topology A (also the demo), the Istio-like ingress
+ * gateway and sidecar of topology B, and the benchmark's five configurations.
+ */
+import type { EnvoySpec, HttpFilterSpec, ListenerSpec, WasmFilterSpec } from "./envoy-config.ts";
+
+/**
+ * Topology A: the filter on the proxy that clients reach directly, configured as an edge proxy
+ * (Istio's ingress gateway settings: use_remote_address true, xff_num_trusted_hops 0), listening on
+ * 127.0.0.1 and, when asked, ::1.
+ */
+export function edgeSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[]; ipv6?: boolean; port?: number }): EnvoySpec {
+  return {
+    listeners: [
+      {
+        name: "edge",
+        ipv4: "127.0.0.1",
+        ipv6: opts.ipv6 ? "::1" : undefined,
+        port: opts.port,
+        useRemoteAddress: true,
+        xffNumTrustedHops: 0,
+        filters: opts.filters,
+        route: { kind: "cluster", host: "127.0.0.1", port: opts.upstreamPort },
+      },
+    ],
+  };
+}
+
+/**
+ * Topology B, first hop: an "ingress gateway" Envoy as istiod renders one by default — HCM
+ * use_remote_address true, xff_num_trusted_hops 0 (meshConfig gatewayTopology.numTrustedProxies
+ * unset) and no internal_address_config (istiod only sets one from meshNetworks). `internalCidrs`
+ * reproduces the meshNetworks case, where the listed ranges count as internal.
+ */
+export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[] }): EnvoySpec {
+  return {
+    nodeId: "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
+    listeners: [
+      {
+        name: "gateway",
+        ipv4: "127.0.0.1",
+        useRemoteAddress: true,
+        xffNumTrustedHops: 0,
+        internalCidrs: opts.internalCidrs,
+        filters: [],
+        route: { kind: "cluster", host: "127.0.0.1", port: opts.sidecarPort },
+      },
+    ],
+  };
+}
+
+/** Topology B, second hop: the workload's sidecar (use_remote_address false) carrying the filter. */
+export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[] }): EnvoySpec {
+  return {
+    nodeId: "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
+    listeners: [
+      {
+        name: "sidecar",
+        ipv4: "127.0.0.1",
+        useRemoteAddress: false,
+        xffNumTrustedHops: 0,
+        filters: opts.filters,
+        route: { kind: "cluster", host: "127.0.0.1", port: opts.upstreamPort },
+      },
+    ],
+  };
+}
+
+/** The benchmark configurations, in the order the issue lists them. */
+export const BENCH_CONFIGS = ["no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm"] as const;
+
+/** One of {@link BENCH_CONFIGS}. */
+export type BenchConfig = (typeof BENCH_CONFIGS)[number];
+
+/** Inputs of {@link benchListener}. */
+export interface BenchInputs {
+  guardWasm: string;
+  noopWasm: string;
+  /** traffic-guard's clientAddress source: "peer" for one client, "xff" for the XFF-churn run. */
+  source: "peer" | "xff";
+}
+
+/**
+ * pluginConfig of the allow path: every rule on, limits (the maximum the contract accepts,
+ * 1 000 000 per second) that a single benchmark client cannot reach.
+ */
+export function allowPathConfig(source: "peer" | "xff"): object {
+  const never = { requests: 1_000_000, per: "1s" };
+  return {
+    clientAddress: { source },
+    rules: {
+      rate: { limit: never, ban: "1h" },
+      userAgent: { limit: never, ban: "1h" },
+      errors: { limit: never, ban: "1h" },
+    },
+  };
+}
+
+/** pluginConfig of the block path: one request per hour, then a day-long ban. */
+export function blockPathConfig(source: "peer" | "xff"): object {
+  return { clientAddress: { source }, rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
+}
+
+/**
+ * One benchmark listener: `--concurrency 1` Envoy answers with a direct_response so the upstream
+ * costs nothing; only the filter differs between configurations. use_remote_address stays false
+ * so that, in the churn run, Envoy's own remote address (and so the native limiter's
+ * remote_address descriptor) also comes from x-forwarded-for, like traffic-guard's `xff` source.
+ */
+export function benchListener(config: BenchConfig, inputs: BenchInputs): ListenerSpec {
+  const wasm = (pluginConfig: object | string, wasmPath: string, name: string, pluginName: string): WasmFilterSpec => ({
+    kind: "wasm",
+    namespace: "bench",
+    name,
+    pluginName,
+    pluginConfig: typeof pluginConfig === "string" ? pluginConfig : JSON.stringify(pluginConfig),
+    wasmPath,
+  });
+  const filters: Record<BenchConfig, HttpFilterSpec[]> = {
+    "no-filter": [],
+    "native-local-ratelimit": [{ kind: "local_ratelimit", maxDynamicDescriptors: 20_000, tokensPerSecond: 1_000_000_000 }],
+    "guard-allow": [wasm(allowPathConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
+    "guard-block": [wasm(blockPathConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
+    "noop-wasm": [wasm("", inputs.noopWasm, "noop", "noop")],
+  };
+  return {
+    name: config.replace(/-/g, "_"),
+    ipv4: "127.0.0.1",
+    useRemoteAddress: false,
+    filters: filters[config],
+    route: { kind: "direct_response", status: 200, body: "ok\n" },
+  };
+}
