@@ -32,7 +32,8 @@ export function take(level: f64): f64 {
 
 /** The ban length for the n-th ban (n >= 1): ban × escalation^(n-1), capped at max. */
 export function banDuration(banMs: u64, strike: i32, escalation: f64, maxMs: u64): u64 {
-  let d = <f64>banMs * Math.pow(escalation, <f64>(strike - 1));
+  let d = <f64>banMs;
+  for (let i = 1; i < strike && d < <f64>maxMs; i++) d *= escalation;
   if (d >= <f64>maxMs) return maxMs;
   return <u64>d;
 }

@@ -220,19 +220,18 @@ class Checker {
     return fallback;
   }
 
-  strings(v: JValue, path: string): string[] {
-    let out: string[] = [];
-    if (v.kind != JKind.Array) {
-      this.bad(path, "an array of strings", v);
-      return out;
-    }
-    for (let i = 0; i < v.items.length; i++) {
-      let item = v.items[i];
-      if (item.kind != JKind.String) this.bad(path + "[" + i.toString() + "]", "a string", item);
-      else out.push(item.str);
-    }
-    return out;
+
+}
+
+/** Lowercases ASCII letters only (header names and User-Agent globs are matched ASCII case-insensitively). */
+export function asciiLower(s: string): string {
+  let n = s.length;
+  let out = changetype<string>(__new(<usize>n << 1, idof<string>()));
+  for (let i = 0; i < n; i++) {
+    let c = s.charCodeAt(i);
+    store<u16>(changetype<usize>(out) + (<usize>i << 1), <u16>(c >= 0x41 && c <= 0x5a ? c | 0x20 : c));
   }
+  return out;
 }
 
 function join(path: string, key: string): string {
@@ -305,9 +304,9 @@ function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
       if (src == "peer") cfg.source = Source.Peer;
       else if (src == "xff") cfg.source = Source.Xff;
       else if (src == "auto") cfg.source = Source.Auto;
-      else if (src.startsWith("header:") && isHeaderName(src.substring(7).toLowerCase()) && !src.substring(7).startsWith(":")) {
+      else if (src.startsWith("header:") && isHeaderName(asciiLower(src.substring(7)))) {
         cfg.source = Source.Header;
-        cfg.headerName = String.UTF8.encode(src.substring(7).toLowerCase());
+        cfg.headerName = String.UTF8.encode(asciiLower(src.substring(7)));
       } else ok = false;
     }
     if (!ok) ck.bad(path + ".source", "\"peer\", \"xff\", \"auto\" or \"header:<name>\"", s);
@@ -348,11 +347,11 @@ function parseResponse(ck: Checker, v: JValue, cfg: Config): void {
     cfg.responseHeaderNames = [];
     cfg.responseHeaderValues = [];
     for (let i = 0; i < h.keys.length; i++) {
-      let name = h.keys[i];
+      let name = asciiLower(h.keys[i]);
       let value = h.items[i];
-      let p = path + ".headers." + name;
+      let p = path + ".headers." + h.keys[i];
       if (!isHeaderName(name)) {
-        ck.errors.push(p + ": expected a lowercase header name (letters, digits, '-')");
+        ck.errors.push(p + ": expected a header name (letters, digits, '-')");
         continue;
       }
       if (value.kind != JKind.String || !isHeaderValue(value.str)) {
@@ -413,10 +412,11 @@ export function parseConfig(text: string): ParseResult {
 
   let skip = root.get("skipPaths");
   if (skip !== null) {
-    let paths = ck.strings(skip, "skipPaths");
-    for (let i = 0; i < paths.length; i++) {
-      if (!paths[i].startsWith("/")) ck.errors.push("skipPaths[" + i.toString() + "]: expected a path prefix starting with \"/\", got \"" + paths[i] + "\"");
-      else cfg.skipPaths.push(String.UTF8.encode(paths[i]));
+    if (skip.kind != JKind.Array) ck.bad("skipPaths", "an array of path prefixes like \"/healthz\"", skip);
+    else for (let i = 0; i < skip.items.length; i++) {
+      let item = skip.items[i];
+      if (item.kind == JKind.String && item.str.startsWith("/")) cfg.skipPaths.push(String.UTF8.encode(item.str));
+      else ck.bad("skipPaths[" + i.toString() + "]", "a path prefix starting with \"/\"", item);
     }
   }
 
@@ -430,11 +430,14 @@ export function parseConfig(text: string): ParseResult {
       parseRule(ck, ua, "rules.userAgent", cfg.rules[RULE_UA], ["match"]);
       let m = ua.get("match");
       if (m !== null) {
-        let pats = ck.strings(m, "rules.userAgent.match");
-        cfg.uaPatterns = [];
-        for (let i = 0; i < pats.length; i++) {
-          if (pats[i].length > 256) ck.errors.push("rules.userAgent.match[" + i.toString() + "]: expected a glob of at most 256 characters");
-          else cfg.uaPatterns.push(String.UTF8.encode(pats[i].toLowerCase()));
+        if (m.kind != JKind.Array) ck.bad("rules.userAgent.match", "an array of globs like \"curl/*\"", m);
+        else {
+          cfg.uaPatterns = [];
+          for (let i = 0; i < m.items.length; i++) {
+            let item = m.items[i];
+            if (item.kind == JKind.String && item.str.length <= 256) cfg.uaPatterns.push(String.UTF8.encode(asciiLower(item.str)));
+            else ck.bad("rules.userAgent.match[" + i.toString() + "]", "a glob of at most 256 characters", item);
+          }
         }
       }
     }

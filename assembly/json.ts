@@ -32,15 +32,43 @@ export class JValue {
     switch (this.kind) {
       case JKind.Null: return "null";
       case JKind.Bool: return this.bool ? "true" : "false";
-      case JKind.Number: return this.isInteger() ? (<i64>this.num).toString() : this.num.toString();
-      case JKind.String: {
-        let s = this.str.length > 64 ? this.str.substring(0, 61) + "..." : this.str;
-        return "\"" + s.replaceAll("\\", "\\\\").replaceAll("\"", "\\\"").replaceAll("\n", "\\n") + "\"";
-      }
+      case JKind.Number: return formatNumber(this.num);
+      case JKind.String: return quote(this.str.length > 64 ? this.str.substring(0, 61) + "..." : this.str);
       case JKind.Array: return "an array";
       default: return "an object";
     }
   }
+}
+
+/** Quotes a string the way JSON would (backslash, quote and control characters escaped). */
+export function quote(s: string): string {
+  let out = "\"";
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c == 0x22 || c == 0x5c) out += "\\" + String.fromCharCode(c);
+    else if (c == 0x0a) out += "\\n";
+    else if (c < 0x20) out += "\\u00" + (c < 16 ? "0" : "") + (<u32>c).toString(16);
+    else out += String.fromCharCode(c);
+  }
+  return out + "\"";
+}
+
+// Formats a number for messages without pulling in a float printer: integers exactly, others with up
+// to six decimals.
+function formatNumber(n: f64): string {
+  if (!isFinite(n) || Math.abs(n) >= 1e15) return "a number out of range";
+  let neg = n < 0;
+  let a = Math.abs(n);
+  let whole = <i64>Math.floor(a);
+  let frac = <i64>Math.round((a - <f64>whole) * 1e6);
+  if (frac >= 1_000_000) { whole++; frac = 0; }
+  let out = (neg ? "-" : "") + whole.toString();
+  if (frac > 0) {
+    let f = frac.toString().padStart(6, "0");
+    while (f.endsWith("0")) f = f.substring(0, f.length - 1);
+    out += "." + f;
+  }
+  return out;
 }
 
 /** The outcome of parsing: a value, or an error naming the offset and what was expected. */
@@ -59,10 +87,12 @@ class Reader {
   constructor(s: string) { this.s = s; }
 
   fail(what: string): JValue | null {
-    if (this.error.length == 0) {
-      let found = this.pos >= this.s.length ? "end of input" : "'" + this.s.charAt(this.pos) + "'";
-      this.error = "invalid JSON at character " + this.pos.toString() + ": expected " + what + ", found " + found;
-    }
+    let found = this.pos >= this.s.length ? "end of input" : "'" + this.s.charAt(this.pos) + "'";
+    return this.failWith("expected " + what + ", found " + found);
+  }
+
+  failWith(message: string): JValue | null {
+    if (this.error.length == 0) this.error = "invalid JSON at position " + this.pos.toString() + ": " + message;
     return null;
   }
 
@@ -115,7 +145,7 @@ class Reader {
       if (key === null) return null;
       if (v.get(key) !== null) {
         this.pos = keyStart;
-        return this.fail("no duplicate key \"" + key + "\"");
+        return this.failWith("duplicate key " + quote(key));
       }
       this.ws();
       if (this.pos >= this.s.length || this.s.charCodeAt(this.pos) != 0x3a) return this.fail("':'");
@@ -215,7 +245,7 @@ class Reader {
     }
     let v = new JValue();
     v.kind = JKind.Number;
-    v.num = parseFloat(this.s.substring(start, this.pos));
+    v.num = decimal(this.s, start, this.pos);
     return v;
   }
 
@@ -228,6 +258,32 @@ class Reader {
     }
     return this.pos > start;
   }
+}
+
+// Converts a validated JSON number literal to f64 (exact for integers below 2^53; config values need no
+// more precision than that).
+function decimal(s: string, start: i32, end: i32): f64 {
+  let i = start;
+  let neg = s.charCodeAt(i) == 0x2d;
+  if (neg) i++;
+  let v: f64 = 0;
+  while (i < end && s.charCodeAt(i) >= 0x30 && s.charCodeAt(i) <= 0x39) v = v * 10 + <f64>(s.charCodeAt(i++) - 0x30);
+  let scale: i32 = 0;
+  if (i < end && s.charCodeAt(i) == 0x2e) {
+    i++;
+    while (i < end && s.charCodeAt(i) >= 0x30 && s.charCodeAt(i) <= 0x39) { v = v * 10 + <f64>(s.charCodeAt(i++) - 0x30); scale--; }
+  }
+  if (i < end) { // exponent
+    i++;
+    let eneg = s.charCodeAt(i) == 0x2d;
+    if (s.charCodeAt(i) == 0x2d || s.charCodeAt(i) == 0x2b) i++;
+    let e: i32 = 0;
+    while (i < end) { e = e * 10 + (s.charCodeAt(i++) - 0x30); if (e > 400) e = 400; }
+    scale += eneg ? -e : e;
+  }
+  while (scale > 0) { v *= 10; scale--; }
+  while (scale < 0) { v /= 10; scale++; }
+  return neg ? -v : v;
 }
 
 /** Parses a complete JSON document; trailing non-whitespace is an error. */
