@@ -139,6 +139,9 @@ export async function configureFilter(
       if (typeof fn !== "function") throw new Error(`the module does not export ${name}`);
       return Number((fn as (...a: number[]) => unknown)(...args) ?? 0);
     };
+    // Modules built as WASI reactors or commands run their initialisation through these exports instead.
+    if (typeof exports._initialize === "function") call("_initialize");
+    else if (typeof exports._start === "function") call("_start");
     call("proxy_on_context_create", 1, 0);
     if (call("proxy_on_vm_start", 1, 0) === 0) {
       outcome.problems = ["the filter refused to start its VM (proxy_on_vm_start returned false)"];
