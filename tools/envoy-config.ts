@@ -214,6 +214,8 @@ export function listener(spec: ListenerSpec): object {
   if (spec.internalCidrs !== undefined) hcm.internal_address_config = { cidr_ranges: spec.internalCidrs.map(cidr) };
   const out: Record<string, unknown> = {
     name: spec.name,
+    // Listener stats (including the per-worker ones) are named listener.<name>.*.
+    stat_prefix: spec.name,
     address: socket(spec.ipv4, spec.port ?? 0),
     filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: hcm }] }],
   };
