@@ -613,7 +613,7 @@ export class HttpStream {
    * then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
    * upstream was never reached: `status` is ignored and the stream just ends.
    */
-  respond(status = 200, headers: Record<string, Bytes> = {}): this {
+  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}): this {
     if (this.finished) throw new Error("respond(): stream already finished");
     if (this.stalled) {
       throw new Error(
@@ -622,11 +622,11 @@ export class HttpStream {
     }
     if (this.upstreamReached) {
       this.responseHeaders = [
-        [":status", utf8.encode(String(status))],
+        [":status", typeof status === "number" ? utf8.encode(String(status)) : toBytes(status)],
         ["content-type", utf8.encode("text/html")],
         ...Object.entries(headers).map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair),
       ];
-      this.status = status;
+      this.status = typeof status === "number" ? status : Number(utf8dec.decode(toBytes(status)));
       this.phase = "response";
       this.responseAction = this.vm.call("proxy_on_response_headers", this, this.contextId, this.responseHeaders.length, 0);
       if (this.responseAction !== FilterHeadersStatus.Continue && !this.localReply) {
