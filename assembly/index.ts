@@ -7,7 +7,7 @@ import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
-import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES, formatDuration } from "./config";
+import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
 import { header, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
@@ -150,7 +150,8 @@ class GuardHttp extends Context {
       let full = v4 ? 32 : 128;
       let addr = formatAddress(this.hi, this.lo) + (prefix == full ? "" : "/" + prefix.toString());
       log(LogLevelValues.warn, "traffic-guard: banned " + addr + " for " + ((table.banUntil - now + 999) / 1000).toString() +
-        "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" + formatDuration(r.perMs) +
+        "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
+        (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
     }
   }
