@@ -5,18 +5,29 @@
 #   ~/.cache/traffic-guard/etcd/<etcd version>/etcd
 # A second run finds both binaries and returns at once, so only a fresh machine pays the build.
 # Prints the two absolute paths, one per line, on stdout (progress goes to stderr).
+# With --check it never builds: it prints the paths and exits 0 when both are cached, else exits 3.
 #
-# Environment: KUBE_VERSION (default v1.37.2), ETCD_VERSION (default v3.6.x, see below),
+# Environment: KUBE_VERSION (default v1.37.2), ETCD_VERSION (default v3.7.3, see below),
 # TRAFFIC_GUARD_CACHE (default ~/.cache/traffic-guard), GO (default: go on PATH or /usr/local/go/bin/go).
 set -euo pipefail
 
+CHECK_ONLY=0
+case "${1:-}" in
+  --check) CHECK_ONLY=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--check]" >&2; exit 2 ;;
+esac
+
 KUBE_VERSION="${KUBE_VERSION:-v1.37.2}"
-ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+# Kubernetes v1.37.2 ships etcd 3.7.0 (build/dependencies.yaml) and kubeadm requires at least 3.5.24 for an
+# external etcd; Debian's etcd-server 3.4.23 is older than that (kube-apiserver still starts on it, but logs
+# "RequestWatchProgress feature is not supported" and disables consistent reads from its watch cache), so etcd is
+# built from the go.etcd.io/etcd/server/v3 module too: the same minor as Kubernetes, latest patch.
+ETCD_VERSION="${ETCD_VERSION:-v3.7.3}"
 CACHE="${TRAFFIC_GUARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/traffic-guard}"
 if [ -z "${GO:-}" ]; then
   if command -v go >/dev/null 2>&1; then GO="$(command -v go)"; else GO=/usr/local/go/bin/go; fi
 fi
-[ -x "$GO" ] || { echo "kube-bins: no Go toolchain at $GO (set GO=/path/to/go)" >&2; exit 1; }
 
 log() { echo "kube-bins: $*" >&2; }
 
@@ -30,6 +41,27 @@ ETCD_DIR="$CACHE/etcd/$ETCD_VERSION"
 APISERVER="$KUBE_DIR/kube-apiserver"
 ETCD="$ETCD_DIR/etcd"
 
+# A cached binary counts only if it runs and reports the expected version (a half-written file does not).
+# The output is captured first: grep -q exiting early would SIGPIPE the binary and fail the pipeline.
+etcd_cached() {
+  [ -x "$ETCD" ] || return 1
+  local out; out="$("$ETCD" --version 2>/dev/null)" || return 1
+  grep -qx "etcd Version: ${ETCD_VERSION#v}" <<<"$out"
+}
+apiserver_cached() {
+  [ -x "$APISERVER" ] || return 1
+  local out; out="$("$APISERVER" --version 2>/dev/null)" || return 1
+  grep -qx "Kubernetes $KUBE_VERSION" <<<"$out"
+}
+
+if [ "$CHECK_ONLY" = 1 ]; then
+  if etcd_cached && apiserver_cached; then echo "$APISERVER"; echo "$ETCD"; exit 0; fi
+  etcd_cached || log "etcd $ETCD_VERSION is not built ($ETCD)"
+  apiserver_cached || log "kube-apiserver $KUBE_VERSION is not built ($APISERVER)"
+  exit 3
+fi
+
+[ -x "$GO" ] || { log "no Go toolchain at $GO (set GO=/path/to/go)"; exit 1; }
 mkdir -p "$KUBE_DIR" "$ETCD_DIR"
 # Serialise concurrent callers (CI setup and a test's before() hook) on one lock per cache.
 exec 9>"$CACHE/.build.lock"
@@ -85,12 +117,12 @@ build_etcd() {
   rm -rf "$src"
 }
 
-if [ -x "$ETCD" ] && "$ETCD" --version 2>/dev/null | grep -q "etcd Version: ${ETCD_VERSION#v}"; then
+if etcd_cached; then
   log "etcd $ETCD_VERSION cached at $ETCD"
 else
   build_etcd
 fi
-if [ -x "$APISERVER" ] && "$APISERVER" --version 2>/dev/null | grep -qx "Kubernetes $KUBE_VERSION"; then
+if apiserver_cached; then
   log "kube-apiserver $KUBE_VERSION cached at $APISERVER"
 else
   build_apiserver
