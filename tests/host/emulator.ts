@@ -391,6 +391,8 @@ export interface HostOptions {
   vmConfig?: string;
   /** Path of the .wasm to run. Default build/traffic-guard.wasm. */
   wasm?: string;
+  /** An already compiled module to run instead of a file (the emulator's own tests use this). */
+  module?: WebAssembly.Module;
   /** Initial wall-clock time in ms since the epoch. */
   startMs?: number;
 }
@@ -427,7 +429,7 @@ export class Host {
   vmConfig: Uint8Array;
 
   private constructor(readonly options: HostOptions) {
-    this.module = loadModule(options.wasm ?? DEFAULT_WASM);
+    this.module = options.module ?? loadModule(options.wasm ?? DEFAULT_WASM);
     this.clock = new Clock(options.startMs);
     this.rootId = options.rootId ?? "traffic-guard";
     this.vmConfig = utf8.encode(options.vmConfig ?? "");
