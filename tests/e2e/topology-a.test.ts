@@ -39,7 +39,7 @@ e2e(
     const userAgent = curlRuns[0].userAgent;
     assert.equal(app.seen.filter((r) => r.headers["user-agent"] === userAgent).length, 5);
     assert.deepEqual(banLines(envoy.log()), [
-      { level: "warning", address: "127.0.0.2", seconds: 30, rule: "userAgent", limit: "5/1m", strike: 1, dryRun: false },
+      { level: "warning", address: "127.0.0.2", seconds: 30, rule: "userAgent", limit: "5/60s", strike: 1, dryRun: false },
     ]);
     await assertMetrics(envoy, {
       traffic_guard_requests_total: 30,
@@ -141,7 +141,7 @@ e2e("a probe of non-existent paths is banned after the configured number of 404s
   assert.deepEqual(browsed, [200, 200, 200, 404, 200, 404, 200, 200]);
   assert.equal(app.seen.filter((r) => probe.includes(r.path)).length, 6, "banned probes never reached the app");
   assert.deepEqual(banLines(envoy.log()), [
-    { level: "warning", address: "127.0.0.5", seconds: 30, rule: "errors", limit: "5/1m", strike: 1, dryRun: false },
+    { level: "warning", address: "127.0.0.5", seconds: 30, rule: "errors", limit: "5/60s", strike: 1, dryRun: false },
   ]);
   await assertMetrics(envoy, {
     traffic_guard_requests_total: 18,
@@ -214,12 +214,12 @@ e2e("one client's ban does not touch other clients on other loopback addresses, 
   assert.deepEqual(await send("127.0.0.8", 8), [200, 200, 200, 200, 200, 403, 403, 403]);
   assert.deepEqual(await send("127.0.0.9", 3), [200, 200, 200]);
   assert.deepEqual(await send("127.0.0.10", 3), [200, 200, 200]);
-  const expectedBans = [{ level: "warning", address: "127.0.0.8", seconds: 60, rule: "rate", limit: "5/1m", strike: 1, dryRun: false }];
+  const expectedBans = [{ level: "warning", address: "127.0.0.8", seconds: 60, rule: "rate", limit: "5/60s", strike: 1, dryRun: false }];
   if (ipv6) {
     assert.deepEqual(await send("::1", 3), [200, 200, 200]);
     // ::1 spends its last two tokens, is banned, and that touches no IPv4 client.
     assert.deepEqual(await send("::1", 4), [200, 200, 403, 403]);
-    expectedBans.push({ level: "warning", address: "::/64", seconds: 60, rule: "rate", limit: "5/1m", strike: 1, dryRun: false });
+    expectedBans.push({ level: "warning", address: "::/64", seconds: 60, rule: "rate", limit: "5/60s", strike: 1, dryRun: false });
   }
   assert.deepEqual(await send("127.0.0.8", 1), [403], "the banned client stays banned");
   assert.deepEqual(await send("127.0.0.9", 2), [200, 200]);
@@ -255,7 +255,7 @@ e2e("dry-run in real Envoy blocks nothing and counts what it would have denied",
   assert.equal(app.seen.length, 8, "every request reached the app");
   assert.match(envoy.log(), /traffic-guard: configured mode=dry-run /);
   assert.deepEqual(banLines(envoy.log()), [
-    { level: "warning", address: "127.0.0.11", seconds: 30, rule: "userAgent", limit: "3/1m", strike: 1, dryRun: true },
+    { level: "warning", address: "127.0.0.11", seconds: 30, rule: "userAgent", limit: "3/60s", strike: 1, dryRun: true },
   ]);
   await assertMetrics(envoy, {
     traffic_guard_requests_total: 8,
