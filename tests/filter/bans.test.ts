@@ -180,3 +180,14 @@ test("dry-run ban lines match the exact contract format with the (dry-run) suffi
   assert.deepEqual(lines, ["traffic-guard: banned 198.51.100.7 for 600s: rule=rate limit=1/3600s ban=1 (dry-run)"]);
   assert.match(lines[0], BAN_LINE_EXACT);
 });
+
+test("a wall clock stepping backwards neither lifts a ban nor refills a bucket", async () => {
+  const h = await start({ rules: { rate: rateRule(3, "1h", "1h") } });
+  const D = { peer: "198.51.100.9:1" };
+  for (let i = 0; i < 3; i++) assertPassed(h.vm(0).send(D));
+  h.clock.set(h.clock.nowMs - 3_600_000);
+  assertDenied(h.vm(0).send(D), 403, "an empty bucket stays empty when time goes back");
+  const banned = assertDenied(h.vm(0).send(D), 403, "and the client stays banned");
+  assert.ok(Number(banned.header("retry-after")) >= 3600, `Retry-After ${banned.header("retry-after")} covers at least the ban`);
+  assertHostClean(h);
+});

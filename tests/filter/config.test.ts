@@ -157,3 +157,15 @@ test("a rejected config leaves the previous one in force, and a later valid one 
   assert.equal(bans(h).length, 0, "no new ban");
   assert.equal(h.metrics.get(M.bansRate), 2, "metrics survive the reconfigure");
 });
+
+test("a ban survives a reconfigure that changes the table capacity", async () => {
+  const h = await Host.start({ config: cfg({ capacity: 65536, rules: { rate: rateRule(2, "1h", "1h") } }) });
+  const C = { peer: "198.51.100.7:1" };
+  h.vm(0).send(C);
+  h.vm(0).send(C);
+  assertDenied(h.vm(0).send(C), 403, "banned");
+  assert.equal(h.configure(cfg({ capacity: 131072, rules: { rate: rateRule(2, "1h", "1h") } })), true);
+  const r = h.vm(0).send(C);
+  assert.ok(r.localReply, "the existing client state (the ban) must be kept across a valid reconfigure, capacity change included");
+  assert.equal(r.localReply.header("retry-after"), "3600");
+});

@@ -156,3 +156,43 @@ test("the ban log line has the contract's exact format: banned <address> for <se
   assert.deepEqual(lines.map((l) => [l.levelName, l.text]), [["warn", `traffic-guard: banned ${ATTACKER} for 600s: rule=userAgent limit=10/60s ban=1`]]);
   assert.match(lines[0].text, BAN_LINE_EXACT);
 });
+
+test("across every kind of denial, in enforce and dry-run, counters are never incremented by zero or less and only ban lines are logged per request", async () => {
+  for (const mode of ["enforce", "dry-run"]) {
+    const h = await Host.start({
+      vms: 2,
+      config: exampleConfig({
+        mode,
+        rules: {
+          userAgent: { enabled: true, match: ["curl/*"], limit: { requests: 2, per: "1m" }, ban: "10m" },
+          rate: { enabled: true, limit: { requests: 5, per: "1m" }, ban: "5m" },
+          errors: { enabled: true, statuses: ["4xx"], limit: { requests: 2, per: "1m" }, ban: "0s" },
+        },
+      }),
+    });
+    h.clearLogs();
+    // One client per behaviour: a browser flooding (rate), curl (userAgent), a 404 prober (errors with
+    // ban 0s), a denied address, an allowed one, and health checks.
+    const behaviours: [string, Record<string, string>, number, string][] = [
+      ["198.51.100.1:1", { "user-agent": BROWSER_UA }, 200, "/x"],
+      ["198.51.100.2:1", { "user-agent": "curl/8" }, 200, "/x"],
+      ["198.51.100.3:1", { "user-agent": BROWSER_UA }, 404, "/x"],
+      ["203.0.113.5:1", { "user-agent": BROWSER_UA }, 200, "/x"],
+      ["10.0.0.1:1", { "user-agent": "curl/8" }, 404, "/x"],
+      ["198.51.100.4:1", { "user-agent": "curl/8" }, 200, "/healthz"],
+    ];
+    for (let i = 0; i < 300; i++) {
+      const [peer, headers, status, path] = behaviours[i % behaviours.length];
+      h.vm(i % 2).send({ peer, path, headers }, status);
+      if (i % 60 === 59) h.clock.advance("30s");
+    }
+    const m = h.metrics.snapshot();
+    for (const name of [M.deniedRate, M.deniedUserAgent, M.deniedErrors, M.deniedBanned, M.deniedDeny]) {
+      assert.ok(m[name] > 0, `${mode}: the workload exercises ${name}`);
+    }
+    assert.deepEqual(h.metrics.violations, [], `${mode}: no counter increment <= 0, no gauge below zero`);
+    const nonBan = h.requestPathLogs().filter((l) => !l.text.startsWith("traffic-guard: banned "));
+    assert.deepEqual(nonBan.map((l) => l.text), [], `${mode}: nothing but ban lines on the request path`);
+    assertHostClean(h);
+  }
+});

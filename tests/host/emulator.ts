@@ -116,6 +116,10 @@ export class Clock {
     if (ms < 0) throw new Error("Clock.advance: time cannot go backwards");
     this.nowMs += ms;
   }
+  /** Sets the time, backwards too: Envoy hands out the system wall clock, which NTP may step back. */
+  set(ms: number): void {
+    this.nowMs = ms;
+  }
   /** Current time in nanoseconds, as the host hands it to the module. */
   nanos(): bigint {
     return BigInt(Math.round(this.nowMs)) * 1_000_000n;
