@@ -67,7 +67,7 @@ function probe(): WebAssembly.Module {
   if (!probeModule) {
     const m = binaryen.parseText(PROBE_WAT);
     assert.ok(m.validate(), "probe module validates");
-    probeModule = new WebAssembly.Module(m.emitBinary());
+    probeModule = new WebAssembly.Module(m.emitBinary() as Uint8Array<ArrayBuffer>);
     m.dispose();
   }
   return probeModule;
@@ -242,7 +242,7 @@ test("an import the emulator does not implement returns Unimplemented and is rec
 
 test("a module importing anything but env.proxy_* functions is refused with a clear error", () => {
   const m = binaryen.parseText(`(module (import "wasi_snapshot_preview1" "proc_exit" (func (param i32))) (memory (export "memory") 1))`);
-  const mod = new WebAssembly.Module(m.emitBinary());
+  const mod = new WebAssembly.Module(m.emitBinary() as Uint8Array<ArrayBuffer>);
   m.dispose();
   assert.throws(() => Host.load({ module: mod }), /wasi_snapshot_preview1\.proc_exit/);
 });
