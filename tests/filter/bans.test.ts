@@ -191,3 +191,26 @@ test("a wall clock stepping backwards neither lifts a ban nor refills a bucket",
   assert.ok(Number(banned.header("retry-after")) >= 3600, `Retry-After ${banned.header("retry-after")} covers at least the ban`);
   assertHostClean(h);
 });
+
+test("bans found in dry-run are enforced once the mode is switched to enforce", async () => {
+  const h = await start({ mode: "dry-run", rules: { rate: rateRule(1, "1h", "1h") } });
+  assertPassed(h.vm(0).send(C));
+  assertPassed(h.vm(0).send(C), "dry-run: the violation passes");
+  assert.equal(bans(h).length, 1);
+  assert.ok(h.configure(JSON.parse(JSON.stringify({ mode: "enforce", clientAddress: { source: "peer" }, rules: { rate: rateRule(1, "1h", "1h") } }))));
+  assert.equal(assertDenied(h.vm(0).send(C)).header("retry-after"), "3600");
+});
+
+test("an extreme escalation saturates at ban.max instead of overflowing, over hundreds of repeat offences", async () => {
+  const h = await start({ rules: { rate: rateRule(1, "1d", "1d") }, ban: { escalation: 100, max: "365d", forgetAfter: "365d" } });
+  const seen: string[] = [];
+  for (let i = 0; i < 300; i++) {
+    const ra = violate(h, C);
+    seen.push(ra!);
+    h.clock.advance(Number(ra) * 1000 + 86_400_000);
+  }
+  assert.deepEqual(seen.slice(0, 3), ["86400", "8640000", "31536000"]);
+  assert.ok(seen.slice(2).every((s) => s === "31536000"), "capped at 365 days for every later offence");
+  assert.equal(h.metrics.get(M.internalErrors), 0);
+  assertHostClean(h);
+});
