@@ -49,8 +49,15 @@ class GuardRoot extends RootContext {
     }
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
-    this.table = new Table(cfg.capacity);
+    let table = new Table(cfg.capacity);
+    this.table = table;
     this.reply = new LocalReply(cfg);
+    if (table.migrate(cfg, nowMs())) {
+      // The moved records are counted again as they land in their new sets.
+      this.metrics.trackDelta(table.moved - table.oldUsed);
+      log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
+        table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
+    }
     log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
     return true;

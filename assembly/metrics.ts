@@ -79,6 +79,11 @@ export class Metrics {
     if (unchecked(this.ok[i])) increment_metric(unchecked(this.counters[i]), 1);
   }
 
+  /** Moves the tracked-clients gauge by `delta` (gauges may go down). */
+  trackDelta(delta: i32): void {
+    if (this.trackedOk && delta != 0) increment_metric(this.tracked, <i64>delta);
+  }
+
   /** Adds one to the tracked-clients gauge. */
   trackOne(): void {
     if (this.trackedOk) increment_metric(this.tracked, 1);

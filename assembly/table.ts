@@ -1,7 +1,10 @@
 // The bounded client table in proxy-wasm shared data, shared by every Envoy worker (VM) of the process.
 //
 // Envoy never deletes shared-data keys, so the table is a fixed set of keys: capacity/8 sets of 8
-// records, key "traffic-guard/t/XXXXXX" (hex set index). A client lives in the set its address hashes to.
+// records, key "traffic-guard/t/SSSSS/IIIII" (hex set count, hex set index). A client lives in the set its
+// address hashes to. The set count is part of the key because a new capacity re-hashes every client:
+// on configure, records of the previous geometry (named by the "traffic-guard/meta" key) are moved into
+// the new one and the old keys are emptied, so bans survive a capacity change and memory stays bounded.
 // Every update is get -> modify -> set with the CAS from the get; on CAS_MISMATCH another worker changed
 // the set in between, so the update is recomputed from fresh data (bounded retries).
 //
@@ -22,10 +25,28 @@ import * as rules from "./rules";
 export const MAX_ATTEMPTS: i32 = 8;
 /** Prefix of every shared-data key this filter writes. */
 export const KEY_PREFIX: string = "traffic-guard/t/";
+/** The key holding the set count of the table in use (u32), for migration after a capacity change. */
+export const META_KEY: string = "traffic-guard/meta";
 
 const OP_REQUEST: i32 = 0;
 const OP_RESPONSE: i32 = 1;
 const HEX = "0123456789abcdef";
+
+// Writes `value` as five lowercase hex digits at p.
+function writeHex(p: usize, value: u32): void {
+  for (let i = 4; i >= 0; i--) {
+    store<u8>(p + <usize>i, <u8>HEX.charCodeAt(value & 15));
+    value >>= 4;
+  }
+}
+
+/** The shared-data key of set `index` in a table of `sets` sets: "traffic-guard/t/SSSSS/IIIII". */
+export function keyOf(sets: u32, index: u32): ArrayBuffer {
+  let key = String.UTF8.encode(KEY_PREFIX + "00000/00000");
+  writeHex(changetype<usize>(key) + <usize>KEY_PREFIX.length, sets);
+  writeHex(changetype<usize>(key) + <usize>KEY_PREFIX.length + 6, index);
+  return key;
+}
 
 /** Result of a failed update: the request passes (fail open) and the caller counts an internal error. */
 export const FAILED: i32 = -1;
@@ -34,7 +55,7 @@ export const FAILED: i32 = -1;
 export class Table {
   /** Number of sets (shared-data keys). */
   sets: u32;
-  private key: ArrayBuffer;
+  private key: ArrayBuffer = new ArrayBuffer(0);
   private scratch: ArrayBuffer = new ArrayBuffer(rec.SET_SIZE);
 
   /** A used record was replaced by the last update. */
@@ -51,7 +72,7 @@ export class Table {
 
   constructor(capacity: u32) {
     this.sets = (capacity + <u32>rec.WAYS - 1) / <u32>rec.WAYS;
-    this.key = String.UTF8.encode(KEY_PREFIX + "000000");
+    this.key = keyOf(this.sets, 0);
   }
 
   /** The set index for an address (a 64-bit mix of both words, reduced to the set count). */
@@ -65,12 +86,68 @@ export class Table {
 
   /** The shared-data key of set `index` (the returned buffer is reused by the next call). */
   keyFor(index: u32): ArrayBuffer {
-    let p = changetype<usize>(this.key) + <usize>KEY_PREFIX.length;
-    for (let i = 5; i >= 0; i--) {
-      store<u8>(p + <usize>i, <u8>HEX.charCodeAt(index & 15));
-      index >>= 4;
-    }
+    writeHex(changetype<usize>(this.key) + <usize>KEY_PREFIX.length + 6, index);
     return this.key;
+  }
+
+  /** Records moved by the last migrate() call, and used records found in the old sets. */
+  moved: i32 = 0;
+  oldUsed: i32 = 0;
+
+  /**
+   * Moves the clients of a previous table geometry into this one (after a capacity change), then
+   * empties the old keys. Returns false when there was nothing to do. Runs at configure time only.
+   */
+  migrate(cfg: Config, now: u64): bool {
+    this.moved = 0;
+    this.oldUsed = 0;
+    let metaKey = String.UTF8.encode(META_KEY);
+    let meta = get_shared_data(metaKey);
+    let prev: u32 = meta.result == WasmResultValues.Ok && meta.value.byteLength == 4 ? load<u32>(changetype<usize>(meta.value)) : 0;
+    if (prev == this.sets) return false;
+    let mine = new ArrayBuffer(4);
+    store<u32>(changetype<usize>(mine), this.sets);
+    // Whoever wins this CAS migrates; a worker that loses it finds the new geometry already recorded.
+    if (set_shared_data(metaKey, mine, meta.cas) != WasmResultValues.Ok || prev == 0) return false;
+    let empty = new ArrayBuffer(0);
+    for (let i: u32 = 0; i < prev; i++) {
+      let oldKey = keyOf(prev, i);
+      let old = get_shared_data(oldKey);
+      if (old.result != WasmResultValues.Ok || old.value.byteLength != rec.SET_SIZE) continue;
+      let base = changetype<usize>(old.value);
+      for (let w = 0; w < rec.WAYS; w++) {
+        let r = base + <usize>(w * rec.RECORD_SIZE);
+        if (!rec.isUsed(r)) continue;
+        this.oldUsed++;
+        if (!rec.isExpired(r, now, cfg) && this.adopt(r, cfg, now)) this.moved++;
+      }
+      set_shared_data(oldKey, empty, 0); // releases the value's memory; the key itself stays
+    }
+    return true;
+  }
+
+  // Copies a record from another table into its set here, unless that client is already present.
+  private adopt(src: usize, cfg: Config, now: u64): bool {
+    let hi = rec.addrHi(src), lo = rec.addrLo(src);
+    let key = this.keyFor(this.setOf(hi, lo));
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let sd = get_shared_data(key);
+      let buf = sd.value;
+      if (sd.result != WasmResultValues.Ok || buf.byteLength != rec.SET_SIZE) {
+        buf = this.scratch;
+        memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
+      }
+      let base = changetype<usize>(buf);
+      for (let i = 0; i < rec.WAYS; i++) {
+        if (rec.isFor(base + <usize>(i * rec.RECORD_SIZE), hi, lo)) return false;
+      }
+      let r = this.locate(base, hi, lo, now, cfg);
+      memory.copy(r, src, rec.RECORD_SIZE);
+      let res = set_shared_data(key, buf, sd.cas);
+      if (res == WasmResultValues.Ok) return true;
+      if (res != WasmResultValues.CasMismatch) return false;
+    }
+    return false;
   }
 
   /** Request-time update for a client: returns rules.PASS, a rules.DENY_* reason, or FAILED. */

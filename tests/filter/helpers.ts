@@ -212,3 +212,13 @@ export function exampleConfig(overrides: Record<string, any> = {}): string {
   };
   return JSON.stringify({ ...base, ...overrides });
 }
+
+/** A client-table key: "traffic-guard/t/<set count, 5 hex>/<set index, 5 hex>". */
+export const TABLE_KEY = /^traffic-guard\/t\/[0-9a-f]{5}\/[0-9a-f]{5}$/;
+/** The one other key the filter writes: the table geometry, for migration after a capacity change. */
+export const META_KEY = "traffic-guard/meta";
+
+/** The client-table keys in the store (excluding the geometry key). */
+export function tableKeys(h: Host): string[] {
+  return h.store.keys().filter((k) => TABLE_KEY.test(k));
+}
