@@ -6,9 +6,9 @@
  */
 import { test, type TestContext } from "node:test";
 import assert from "node:assert/strict";
-import { spawnSync, execFileSync, execFile } from "node:child_process";
+import { spawnSync, execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { existsSync, mkdirSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { request, Agent, type IncomingHttpHeaders } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
@@ -59,23 +59,7 @@ export function requireEnvironment(t: TestContext, tools: string[] = []): boolea
   return true;
 }
 
-/**
- * Compiles an AssemblyScript module of this repository (the probe or the benchmark's no-op
- * filter) with the repository's asconfig release options, unless the output is newer than the source.
- */
-export function compileModule(source: string, outName: string): string {
-  const src = join(REPO_ROOT, source);
-  const outDir = join(REPO_ROOT, "build", "extra");
-  const out = join(outDir, outName);
-  mkdirSync(outDir, { recursive: true });
-  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
-  execFileSync(
-    join(REPO_ROOT, "node_modules", ".bin", "asc"),
-    [src, "--config", join(REPO_ROOT, "asconfig.json"), "--target", "release", "--outFile", out, "--textFile", out.replace(/\.wasm$/, ".wat")],
-    { cwd: REPO_ROOT, stdio: ["ignore", "ignore", "inherit"] },
-  );
-  return out;
-}
+export { compileModule } from "../../tools/wasm-build.ts";
 
 /** The traffic-guard filter as a WasmPlugin named default/traffic-guard would render. */
 export function guardFilter(pluginConfig: object | string, extra: Partial<WasmFilterSpec> = {}): WasmFilterSpec {

@@ -1,0 +1,287 @@
+/**
+ * `npm run bench`: what traffic-guard costs in real Envoy, side by side with Envoy's own per-client
+ * limiter. Five single-worker Envoys (`--concurrency 1`, a direct_response route so the upstream
+ * costs nothing) differ only in their HTTP filter:
+ *   1. no filter;
+ *   2. Envoy's native local_ratelimit with a per-remote_address dynamic descriptor, never limiting;
+ *   3. traffic-guard on the allow path (all rules on, limits never reached);
+ *   4. traffic-guard on the block path (every request from an already banned client);
+ *   5. a no-op AssemblyScript filter on the same patched SDK (the SDK + V8 floor).
+ * wrk (keep-alive, fixed connections and duration) measures each in turn; the configurations are
+ * alternated, in a rotated order, and every one is measured `--reps` times. The whole comparison runs
+ * twice: one client address, then 10 000 addresses rotating through X-Forwarded-For (traffic-guard's
+ * `xff` source, and Envoy's remote address for the native limiter).
+ *
+ * Options: --duration <s> (8), --reps <n> (3), --connections <n> (16), --warmup <s> (2),
+ *          --clients <n> (10000), --only single|churn, --json <file>.
+ */
+import { execFile } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import { availableParallelism, loadavg } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { ensureEnvoy, REPO_ROOT } from "../tools/envoy.ts";
+import { startEnvoy, type RunningEnvoy } from "../tools/envoy-process.ts";
+import { BENCH_CONFIGS, benchListener, type BenchConfig } from "../tools/envoy-topologies.ts";
+import { compileModule, ensureFilterBuilt } from "../tools/wasm-build.ts";
+
+const execFileAsync = promisify(execFile);
+
+/** Parsed command-line options. */
+interface Options {
+  duration: number;
+  reps: number;
+  connections: number;
+  warmup: number;
+  clients: number;
+  only?: "single" | "churn";
+  json?: string;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { duration: 8, reps: 3, connections: 16, warmup: 2, clients: 10_000 };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i];
+    const value = argv[i + 1];
+    const num = () => {
+      const n = Number(value);
+      if (!Number.isFinite(n) || n <= 0) throw new Error(`${flag}: expected a positive number, got "${value ?? ""}"`);
+      i++;
+      return n;
+    };
+    if (flag === "--duration") o.duration = num();
+    else if (flag === "--reps") o.reps = Math.round(num());
+    else if (flag === "--connections") o.connections = Math.round(num());
+    else if (flag === "--warmup") o.warmup = num();
+    else if (flag === "--clients") o.clients = Math.round(num());
+    else if (flag === "--only") {
+      if (value !== "single" && value !== "churn") throw new Error(`--only: expected "single" or "churn", got "${value ?? ""}"`);
+      o.only = value;
+      i++;
+    } else if (flag === "--json") {
+      if (!value) throw new Error("--json: expected a file name");
+      o.json = value;
+      i++;
+    } else throw new Error(`unknown option "${flag}" (see bench/run.ts for the options)`);
+  }
+  return o;
+}
+
+/** One wrk run. */
+interface WrkResult {
+  rps: number;
+  /** Latency percentiles in microseconds. */
+  p50: number;
+  p90: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+  /** Envoy's own CPU time (all its threads, user + system) per request, in microseconds. */
+  cpuUs: number;
+}
+
+function micros(v: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(v);
+  if (!m) throw new Error(`unparseable wrk latency "${v}"`);
+  return Number(m[1]) * (m[2] === "us" ? 1 : m[2] === "ms" ? 1000 : 1_000_000);
+}
+
+/** Parses wrk's --latency report. */
+export function parseWrk(out: string): WrkResult {
+  const pct = (p: string) => {
+    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)$`, "m").exec(out);
+    if (!m) throw new Error(`wrk output has no ${p}% line:\n${out}`);
+    return micros(m[1]);
+  };
+  const rps = /^Requests\/sec:\s+([\d.]+)$/m.exec(out);
+  const total = /^\s+(\d+) requests in /m.exec(out);
+  if (!rps || !total) throw new Error(`unparseable wrk output:\n${out}`);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  return { rps: Number(rps[1]), p50: pct("50"), p90: pct("90"), p99: pct("99"), requests: Number(total[1]), non2xx: non2xx ? Number(non2xx[1]) : 0, cpuUs: 0 };
+}
+
+let clockTicks = 100;
+
+/** CPU seconds (user + system, all threads) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+}
+
+/**
+ * One wrk run against an Envoy. Besides wrk's throughput and latency it records the Envoy
+ * process's CPU time per request, which stays meaningful when other processes compete for the two
+ * cores (throughput and latency do not).
+ */
+async function wrk(envoy: RunningEnvoy, port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
+  const pid = envoy.child.pid!;
+  const cpuBefore = cpuSeconds(pid);
+  const r = await wrkOnly(port, seconds, connections, churnClients);
+  r.cpuUs = ((cpuSeconds(pid) - cpuBefore) * 1e6) / r.requests;
+  return r;
+}
+
+async function wrkOnly(port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
+  const args = ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency"];
+  if (churnClients) args.push("-s", join(REPO_ROOT, "bench", "xff-rotate.lua"));
+  args.push(`http://127.0.0.1:${port}/`);
+  const { stdout } = await execFileAsync("wrk", args, {
+    env: { ...process.env, XFF_CLIENTS: String(churnClients ?? 0) },
+    timeout: (seconds + 30) * 1000,
+  });
+  return parseWrk(stdout);
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
+const LABELS: Record<BenchConfig, string> = {
+  "no-filter": "1. no filter",
+  "native-local-ratelimit": "2. Envoy local_ratelimit per remote_address",
+  "guard-allow": "3. traffic-guard, allow path",
+  "guard-block": "4. traffic-guard, block path (banned client)",
+  "noop-wasm": "5. no-op AssemblyScript filter (SDK + V8 floor)",
+};
+
+/** Aggregated numbers of one configuration. */
+interface Row {
+  config: BenchConfig;
+  runs: WrkResult[];
+  rps: number;
+  p50: number;
+  p90: number;
+  p99: number;
+  cpuUs: number;
+}
+
+async function metric(envoy: RunningEnvoy, name: string): Promise<number> {
+  const m = new RegExp(`^${name}\\{\\} (\\d+)$`, "m").exec(await envoy.admin("/stats/prometheus"));
+  return m ? Number(m[1]) : 0;
+}
+
+async function measure(mode: "single" | "churn", o: Options, wasm: { guard: string; noop: string }): Promise<Row[]> {
+  const source = mode === "churn" ? "xff" : "peer";
+  const churn = mode === "churn" ? o.clients : undefined;
+  const envoys = new Map<BenchConfig, RunningEnvoy>();
+  try {
+    for (const config of BENCH_CONFIGS) {
+      const listener = benchListener(config, { guardWasm: wasm.guard, noopWasm: wasm.noop, source });
+      envoys.set(config, await startEnvoy({ label: `bench-${mode}-${config}`, concurrency: 1, logLevel: "warning", spec: { listeners: [listener] } }));
+    }
+    const port = (c: BenchConfig) => envoys.get(c)!.ports.get(c.replace(/-/g, "_"))!.ipv4;
+    const run = (c: BenchConfig, seconds: number) => wrk(envoys.get(c)!, port(c), seconds, o.connections, churn);
+
+    // The block path needs every benchmark client banned before it is measured.
+    const blocker = envoys.get("guard-block")!;
+    const wanted = churn ?? 1;
+    for (let attempt = 0; (await metric(blocker, "traffic_guard_bans_rate_total")) < wanted; attempt++) {
+      if (attempt === 5) throw new Error(`could not ban all ${wanted} benchmark clients on the block-path Envoy`);
+      await run("guard-block", 2);
+    }
+    for (const config of BENCH_CONFIGS) await run(config, o.warmup);
+
+    const runs = new Map<BenchConfig, WrkResult[]>(BENCH_CONFIGS.map((c) => [c, []]));
+    for (let rep = 0; rep < o.reps; rep++) {
+      // Rotate the order every repetition so no configuration always runs first or last.
+      const order = BENCH_CONFIGS.map((_, i) => BENCH_CONFIGS[(i + rep) % BENCH_CONFIGS.length]);
+      for (const config of order) {
+        const r = await run(config, o.duration);
+        const blocked = config === "guard-block";
+        if (blocked ? r.non2xx !== r.requests : r.non2xx !== 0) {
+          throw new Error(`${config} (${mode}): ${r.non2xx} of ${r.requests} responses were not 2xx/3xx; the configuration is not measuring what it claims`);
+        }
+        runs.get(config)!.push(r);
+        process.stderr.write(`  ${mode} rep ${rep + 1}/${o.reps} ${config.padEnd(22)} ${r.rps.toFixed(0).padStart(7)} req/s  p50 ${r.p50.toFixed(0)}us  p99 ${r.p99.toFixed(0)}us  Envoy CPU ${r.cpuUs.toFixed(2)}us/req  load ${loadavg()[0].toFixed(2)}\n`);
+      }
+    }
+    if (churn) {
+      const tracked = await metric(envoys.get("guard-allow")!, "traffic_guard_tracked_clients");
+      process.stderr.write(`  churn: traffic-guard (allow path) tracks ${tracked} clients\n`);
+    }
+    return BENCH_CONFIGS.map((config) => {
+      const rs = runs.get(config)!;
+      return { config, runs: rs, rps: median(rs.map((r) => r.rps)), p50: median(rs.map((r) => r.p50)), p90: median(rs.map((r) => r.p90)), p99: median(rs.map((r) => r.p99)), cpuUs: median(rs.map((r) => r.cpuUs)) };
+    });
+  } finally {
+    await Promise.all([...envoys.values()].map((e) => e.stop()));
+  }
+}
+
+/** Renders one Markdown table. */
+export function table(rows: Row[]): string {
+  const by = (c: BenchConfig) => rows.find((r) => r.config === c)!;
+  const base = by("no-filter");
+  const native = by("native-local-ratelimit");
+  const usPerReq = (r: Row) => 1e6 / r.rps;
+  const lines = [
+    "| configuration | req/s (median) | runs (req/s) | p50 µs | p90 µs | p99 µs | × no filter | × native | added µs/req (1/throughput) | Envoy CPU µs/req | added CPU µs/req |",
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const r of rows) {
+    lines.push(
+      `| ${LABELS[r.config]} | ${r.rps.toFixed(0)} | ${r.runs.map((x) => x.rps.toFixed(0)).join(", ")} | ${r.p50.toFixed(0)} | ${r.p90.toFixed(0)} | ${r.p99.toFixed(0)} | ` +
+        `${(r.rps / base.rps).toFixed(3)} | ${(r.rps / native.rps).toFixed(3)} | ${(usPerReq(r) - usPerReq(base)).toFixed(2)} | ` +
+        `${r.cpuUs.toFixed(2)} | ${(r.cpuUs - base.cpuUs).toFixed(2)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+/** The issue's targets, checked against one table. */
+function verdicts(rows: Row[]): string[] {
+  const by = (c: BenchConfig) => rows.find((r) => r.config === c)!;
+  const base = by("no-filter").rps;
+  const added = (c: BenchConfig) => 1e6 / by(c).rps - 1e6 / base;
+  const allow = by("guard-allow").rps / base;
+  const block = by("guard-block").rps / base;
+  const costRatio = added("guard-allow") / added("native-local-ratelimit");
+  const mark = (ok: boolean) => (ok ? "met" : "NOT met");
+  const addedCpu = (c: BenchConfig) => by(c).cpuUs - by("no-filter").cpuUs;
+  return [
+    `- allow path ${allow.toFixed(3)} × no-filter throughput (target ≥ 0.90): ${mark(allow >= 0.9)}`,
+    `- added cost ${added("guard-allow").toFixed(2)} µs/req = ${costRatio.toFixed(2)} × the native limiter's ${added("native-local-ratelimit").toFixed(2)} µs/req (target ≤ 1.5): ${mark(costRatio <= 1.5)}`,
+    `- block path ${block.toFixed(3)} × no-filter throughput (target ≥ 1.0): ${mark(block >= 1.0)}`,
+    `- SDK + V8 floor (no-op filter) ${added("noop-wasm").toFixed(2)} µs/req`,
+    `- by Envoy CPU time: traffic-guard allow path adds ${addedCpu("guard-allow").toFixed(2)} µs/req, block path ${addedCpu("guard-block").toFixed(2)}, ` +
+      `native limiter ${addedCpu("native-local-ratelimit").toFixed(2)}, no-op filter ${addedCpu("noop-wasm").toFixed(2)} ` +
+      `(allow path = ${(addedCpu("guard-allow") / addedCpu("native-local-ratelimit")).toFixed(2)} × native)`,
+  ];
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  clockTicks = Number((await execFileAsync("getconf", ["CLK_TCK"])).stdout.trim()) || 100;
+  const envoy = ensureEnvoy();
+  const { stdout: wrkVersion } = await execFileAsync("wrk", ["-v"]).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? "" }));
+  if (!/wrk/.test(wrkVersion)) throw new Error("wrk is not installed (apt-get install wrk)");
+  const guard = ensureFilterBuilt((l) => process.stderr.write(`${l}\n`)).path;
+  const noop = compileModule("bench/noop/index.ts", "noop.wasm");
+  const modes = o.only ? [o.only] : (["single", "churn"] as const);
+  process.stderr.write(
+    `${envoy.versionLine}\n${wrkVersion.split("\n")[0]}\n` +
+      `wrk -t1 -c${o.connections} -d${o.duration}s x ${o.reps} reps x ${BENCH_CONFIGS.length} configs x ${modes.length} modes\n`,
+  );
+  const results: Record<string, Row[]> = {};
+  for (const mode of modes) results[mode] = await measure(mode, o, { guard, noop });
+
+  const out: string[] = [
+    `Envoy ${envoy.version}, --concurrency 1, direct_response; wrk -t1 -c${o.connections} -d${o.duration}s, ${o.reps} runs per configuration, alternated; ` +
+      `load average at the end ${loadavg().map((x) => x.toFixed(2)).join(" ")} on ${availableParallelism()} CPUs.`,
+    "",
+  ];
+  if (results.single) out.push("### One client address", "", table(results.single), "", ...verdicts(results.single), "");
+  if (results.churn) {
+    out.push(`### ${o.clients} client addresses rotating through X-Forwarded-For (traffic-guard source "xff")`, "", table(results.churn), "", ...verdicts(results.churn), "");
+  }
+  console.log(out.join("\n"));
+  if (o.json) writeFileSync(o.json, JSON.stringify({ options: o, envoy: envoy.versionLine, results }, null, 2));
+}
+
+main().catch((e) => {
+  console.error(`bench: ${(e as Error).message}`);
+  process.exit(1);
+});
