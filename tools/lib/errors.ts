@@ -11,8 +11,12 @@ export class UserError extends Error {
   }
 }
 
-/** Returns the message of an unknown thrown value, following `cause` chains that fetch() uses for network errors. */
+/** Returns the message of an unknown thrown value on one line, following the `cause` that fetch() uses for network errors. */
 export function describeError(err: unknown): string {
+  return rawDescription(err).replace(/\s+/g, " ").trim();
+}
+
+function rawDescription(err: unknown): string {
   if (err instanceof Error) {
     const cause = (err as { cause?: unknown }).cause;
     if (cause instanceof Error && !err.message.includes(cause.message)) {
