@@ -6,7 +6,7 @@ import { readdirSync, readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Host } from "../host/emulator.ts";
-import { M, cfg, rateRule, assertPassed, assertDenied, bans } from "./helpers.ts";
+import { M, cfg, rateRule, assertPassed, assertDenied, bans, tableKeys } from "./helpers.ts";
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/config");
 const PREFIX = "traffic-guard: invalid config: ";
@@ -168,4 +168,58 @@ test("a ban survives a reconfigure that changes the table capacity", async () =>
   const r = h.vm(0).send(C);
   assert.ok(r.localReply, "the existing client state (the ban) must be kept across a valid reconfigure, capacity change included");
   assert.equal(r.localReply.header("retry-after"), "3600");
+});
+
+/** Occupied records in the client table, read from shared data with the contract's record layout (flags at byte 46, bit 0). */
+function occupiedRecords(h: Host): number {
+  let n = 0;
+  for (const k of tableKeys(h)) {
+    const v = h.store.get(k)!.value;
+    for (let off = 0; off + 48 <= v.length; off += 48) if (v[off + 46] & 1) n++;
+  }
+  return n;
+}
+
+test("the tracked-clients gauge keeps matching the occupied records, and stays <= capacity, across capacity changes", async () => {
+  const conf = (capacity: number) => cfg({ capacity, rules: { rate: rateRule(2, "1h", "1h") } });
+  const h = await Host.start({ config: conf(1024) });
+  let n = 0;
+  const churn = (k: number) => {
+    for (let i = 0; i < k; i++, n++) h.vm(0).send({ peer: `100.64.${(n >> 8) & 255}.${n & 255}:1` });
+  };
+  const check = (capacity: number, what: string) => {
+    const tracked = h.metrics.get(M.tracked);
+    assert.ok(tracked <= capacity, `${what}: gauge ${tracked} <= capacity ${capacity}`);
+    assert.equal(tracked, occupiedRecords(h), `${what}: gauge equals the occupied records`);
+  };
+  churn(5000);
+  check(1024, "full table of 1024");
+  assert.ok(h.configure(conf(2048)));
+  churn(5000);
+  check(2048, "grown to 2048 and full again");
+  assert.ok(h.configure(conf(1024)));
+  check(1024, "shrunk back to 1024");
+  h.clock.advance("3h"); // every record expired
+  assert.ok(h.configure(conf(4096)));
+  check(4096, "grown to 4096 after every record expired");
+});
+
+test("while workers apply a new capacity one after the other, a banned client stays banned on every worker", async () => {
+  const conf = (capacity: number) => cfg({ capacity, rules: { rate: rateRule(2, "1h", "1h") } });
+  const h = await Host.start({ vms: 2, config: conf(1024) });
+  const C = { peer: "198.51.100.7:1" };
+  h.vm(0).send(C);
+  h.vm(0).send(C);
+  assertDenied(h.vm(0).send(C), 403, "banned");
+  // Envoy configures each worker's VM separately: VM 0 already has the new capacity, VM 1 not yet.
+  assert.ok(h.vm(0).configure(conf(2048)));
+  assertDenied(h.vm(1).send(C), 403, "VM 1, still on the old capacity, must not forget the ban");
+  assertDenied(h.vm(0).send(C), 403, "VM 0, on the new capacity");
+  const D = { peer: "198.51.100.8:1" };
+  h.vm(1).send(D);
+  h.vm(1).send(D);
+  assertDenied(h.vm(1).send(D), 403, "VM 1 bans another client before it is reconfigured");
+  assert.ok(h.vm(1).configure(conf(2048)));
+  assertDenied(h.vm(0).send(D), 403, "that ban is kept after every worker switched");
+  assertDenied(h.vm(1).send(C), 403);
 });

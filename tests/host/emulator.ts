@@ -63,8 +63,13 @@ export const FilterHeadersStatus = {
   StopAllIterationAndWatermark: 4,
 } as const;
 
-/** Absolute path of the release build the tests run. */
-export const DEFAULT_WASM = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../build/traffic-guard.wasm");
+/**
+ * The module the tests run: build/traffic-guard.wasm, or the file named by TG_WASM (for example
+ * TG_WASM=build/traffic-guard.debug.wasm, whose traps carry function names).
+ */
+export const DEFAULT_WASM = process.env.TG_WASM
+  ? path.resolve(process.env.TG_WASM)
+  : path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../build/traffic-guard.wasm");
 
 const HEADER_REQUEST = 0;
 const HEADER_RESPONSE = 2;
