@@ -6,7 +6,7 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { before, describe, test, type TestContext } from "node:test";
-import Ajv from "ajv";
+import AjvModule from "ajv";
 import { parseAllDocuments } from "yaml";
 import { WasmPlugin } from "@kubernetes-models/istio/extensions.istio.io/v1alpha1/WasmPlugin";
 import { UserError } from "../../tools/lib/errors.ts";
@@ -56,13 +56,13 @@ function crdSchemas(t: TestContext): Map<string, (obj: unknown) => string[]> | u
   }
   // strict: false ignores the x-kubernetes-* extensions (CEL rules are checked by tools/lib/manifests.ts);
   // formats such as int32 are annotations here.
-  const ajv = new Ajv({ strict: false, allErrors: true, validateFormats: false });
+  const ajv = new AjvModule.default({ strict: false, allErrors: true, validateFormats: false });
   crdValidators = new Map();
   for (const doc of parseAllDocuments(readFileSync(CRD_FILE, "utf8"))) {
     const crd = doc.toJS() as any;
     if (!crd?.spec?.names?.kind) continue;
     const validate = ajv.compile(crd.spec.versions.find((v: any) => v.name === "v1alpha1").schema.openAPIV3Schema);
-    crdValidators.set(crd.spec.names.kind, (obj) => (validate(obj) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath} ${e.message}`)));
+    crdValidators.set(crd.spec.names.kind, (obj) => (validate(obj) ? [] : (validate.errors ?? []).map((e: { instancePath: string; message?: string }) => `${e.instancePath} ${e.message}`)));
   }
   return crdValidators;
 }
