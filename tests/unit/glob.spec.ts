@@ -1,0 +1,112 @@
+// User-Agent globbing (assembly/glob.ts): '*' any run of bytes, '?' one byte, anchored at both ends,
+// ASCII case-insensitive on the subject (patterns are lowercased at configure time).
+
+import { globMatch, matchesAny } from "../../assembly/glob";
+import { asciiLower } from "../../assembly/config";
+import * as mock from "./mock";
+
+function match(pattern: string, subject: string): bool {
+  let p = String.UTF8.encode(asciiLower(pattern)), s = String.UTF8.encode(subject);
+  return globMatch(changetype<usize>(p), <usize>p.byteLength, changetype<usize>(s), <usize>s.byteLength);
+}
+
+// Matches a pattern exactly as given (not lowercased).
+function matchRaw(pattern: string, subject: string): bool {
+  let p = String.UTF8.encode(pattern), s = String.UTF8.encode(subject);
+  return globMatch(changetype<usize>(p), <usize>p.byteLength, changetype<usize>(s), <usize>s.byteLength);
+}
+
+describe("globMatch", () => {
+  it("matches a prefix pattern", () => {
+    expect(match("curl/*", "curl/8.5.0")).toBe(true);
+    expect(match("curl/*", "curl/")).toBe(true);
+    expect(match("curl/*", "curl")).toBe(false);
+  });
+
+  it("matches the subject case-insensitively", () => {
+    expect(match("curl/*", "CURL/8.5.0")).toBe(true);
+    expect(match("python-requests/*", "Python-Requests/2.31")).toBe(true);
+    expect(match("*nikto*", "Mozilla/5.00 (Nikto/2.5.0)")).toBe(true);
+  });
+
+  it("expects the pattern already lowercased (parseConfig does that)", () => {
+    expect(matchRaw("Curl/*", "curl/8")).toBe(false);
+    expect(matchRaw("curl/*", "Curl/8")).toBe(true);
+  });
+
+  it("is anchored at both ends", () => {
+    expect(match("curl/*", "xcurl/8")).toBe(false);
+    expect(match("curl", "curl/8")).toBe(false);
+    expect(match("curl", "curl")).toBe(true);
+    expect(match("*curl", "libcurl")).toBe(true);
+    expect(match("*curl", "libcurl/1")).toBe(false);
+  });
+
+  it("matches one byte with '?'", () => {
+    expect(match("a?c", "abc")).toBe(true);
+    expect(match("a?c", "ac")).toBe(false);
+    expect(match("a?c", "abbc")).toBe(false);
+    expect(match("???", "abc")).toBe(true);
+    expect(match("a?c", "aéc")).toBe(false, "'?' is one byte and é is two in UTF-8");
+    expect(match("a??c", "aéc")).toBe(true);
+  });
+
+  it("matches '*' against empty and long runs, anywhere in the pattern", () => {
+    expect(match("*", "")).toBe(true);
+    expect(match("*", "anything at all")).toBe(true);
+    expect(match("**", "x")).toBe(true);
+    expect(match("a*b*c", "abc")).toBe(true);
+    expect(match("a*b*c", "a-b-c")).toBe(true);
+    expect(match("a*b*c", "a-c-b")).toBe(false);
+    expect(match("*sqlmap*", "sqlmap")).toBe(true);
+    expect(match("*a*", "bbb")).toBe(false);
+  });
+
+  it("handles empty subjects and empty patterns", () => {
+    expect(match("", "")).toBe(true);
+    expect(match("", "x")).toBe(false);
+    expect(match("?", "")).toBe(false);
+    expect(match("a*", "")).toBe(false);
+    expect(match("*?", "")).toBe(false);
+  });
+
+  it("treats other glob syntax literally", () => {
+    expect(match("[ab]", "a")).toBe(false);
+    expect(match("[ab]", "[ab]")).toBe(true);
+    expect(match("a\\*", "a\\xyz")).toBe(true, "backslash is not an escape");
+  });
+
+  it("stays fast on pathological patterns against long subjects", () => {
+    let subject = "a".repeat(200_000);
+    let start = mock.clockMs();
+    expect(match("*a*a*a*b", subject)).toBe(false);
+    expect(match("*a*a*a*a*a*a*a*a*a*a*a*a*a*a*a*b", subject)).toBe(false);
+    expect(match("*?*?*?*?b", subject)).toBe(false);
+    expect(match("*a*a*a*", subject)).toBe(true);
+    let elapsed = mock.clockMs() - start;
+    expect(elapsed).toBeLessThan(2000.0, "backtracking must stay linear-ish, took " + elapsed.toString() + " ms");
+  });
+
+  it("does not read outside the subject or pattern bytes", () => {
+    // Bytes right after the subject must not count: the subject is a prefix of a longer buffer.
+    let s = String.UTF8.encode("curl/8xxxx");
+    let p = String.UTF8.encode("curl/8");
+    expect(globMatch(changetype<usize>(p), 6, changetype<usize>(s), 6)).toBe(true);
+    expect(globMatch(changetype<usize>(p), 5, changetype<usize>(s), 6)).toBe(false);
+    expect(globMatch(changetype<usize>(p), 6, changetype<usize>(s), 5)).toBe(false);
+  });
+});
+
+describe("matchesAny", () => {
+  it("is true when any pattern matches", () => {
+    let list: ArrayBuffer[] = [String.UTF8.encode("curl/*"), String.UTF8.encode("*bot*")];
+    expect(matchesAny(list, String.UTF8.encode("Googlebot/2.1"))).toBe(true);
+    expect(matchesAny(list, String.UTF8.encode("curl/7"))).toBe(true);
+    expect(matchesAny(list, String.UTF8.encode("Mozilla/5.0"))).toBe(false);
+    expect(matchesAny(list, new ArrayBuffer(0))).toBe(false);
+  });
+
+  it("is false for an empty pattern list", () => {
+    expect(matchesAny([], String.UTF8.encode("curl/8"))).toBe(false);
+  });
+});
