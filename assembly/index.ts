@@ -53,8 +53,7 @@ class GuardRoot extends RootContext {
     this.table = table;
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, nowMs())) {
-      // The moved records are counted again as they land in their new sets.
-      this.metrics.trackDelta(table.moved - table.oldUsed);
+      this.metrics.trackDelta(table.occupiedDelta);
       log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
         table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
     }

@@ -12,9 +12,11 @@
 // full), else the least recently updated record that is not banned; a banned record is replaced only when
 // all eight are banned, and then the one whose ban ends first.
 //
-// Lost-update bound: a set on a key that does not exist yet succeeds whatever the CAS, so two workers that
-// both find a set absent and both write it lose one of the two updates. That can happen only on the
-// first write of each set, at most (workers - 1) times per set over the life of the process.
+// First writes: Envoy ignores the CAS of a set on a key that does not exist yet, and cas 0 means "no
+// check". So a set found absent is written with cas FRESH_CAS (non-zero): if the key is still absent the
+// write lands; if another worker created it in between, its CAS differs and we get CAS_MISMATCH and redo
+// the update from its data. No update is lost, except in the 1-in-2^32 case that the other worker's
+// write drew exactly FRESH_CAS from Envoy's CAS counter at that instant.
 
 import { get_shared_data, set_shared_data, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { Config } from "./config";
@@ -27,6 +29,9 @@ export const MAX_ATTEMPTS: i32 = 8;
 export const KEY_PREFIX: string = "traffic-guard/t/";
 /** The key holding the set count of the table in use (u32), for migration after a capacity change. */
 export const META_KEY: string = "traffic-guard/meta";
+
+/** The CAS passed when writing a set that did not exist: any non-zero value (see above). */
+export const FRESH_CAS: u32 = 0xffffffff;
 
 const OP_REQUEST: i32 = 0;
 const OP_RESPONSE: i32 = 1;
@@ -93,6 +98,21 @@ export class Table {
   /** Records moved by the last migrate() call, and used records found in the old sets. */
   moved: i32 = 0;
   oldUsed: i32 = 0;
+  /** Change of the occupied-record count caused by the last migrate() call. */
+  occupiedDelta: i32 = 0;
+
+  // An emptied set means a worker with a newer capacity moved the table away from this geometry. Until
+  // this worker is reconfigured too, it follows the geometry recorded in the meta key, so a banned
+  // client stays banned on every worker. Returns true when the geometry changed.
+  private followMigration(): bool {
+    let meta = get_shared_data(String.UTF8.encode(META_KEY));
+    if (meta.result != WasmResultValues.Ok || meta.value.byteLength != 4) return false;
+    let sets = load<u32>(changetype<usize>(meta.value));
+    if (sets == this.sets || sets == 0) return false;
+    this.sets = sets;
+    this.key = keyOf(sets, 0);
+    return true;
+  }
 
   /**
    * Moves the clients of a previous table geometry into this one (after a capacity change), then
@@ -101,6 +121,7 @@ export class Table {
   migrate(cfg: Config, now: u64): bool {
     this.moved = 0;
     this.oldUsed = 0;
+    this.occupiedDelta = 0;
     let metaKey = String.UTF8.encode(META_KEY);
     let meta = get_shared_data(metaKey);
     let prev: u32 = meta.result == WasmResultValues.Ok && meta.value.byteLength == 4 ? load<u32>(changetype<usize>(meta.value)) : 0;
@@ -108,7 +129,8 @@ export class Table {
     let mine = new ArrayBuffer(4);
     store<u32>(changetype<usize>(mine), this.sets);
     // Whoever wins this CAS migrates; a worker that loses it finds the new geometry already recorded.
-    if (set_shared_data(metaKey, mine, meta.cas) != WasmResultValues.Ok || prev == 0) return false;
+    let metaCas = meta.result == WasmResultValues.NotFound ? FRESH_CAS : meta.cas;
+    if (set_shared_data(metaKey, mine, metaCas) != WasmResultValues.Ok || prev == 0) return false;
     let empty = new ArrayBuffer(0);
     for (let i: u32 = 0; i < prev; i++) {
       let oldKey = keyOf(prev, i);
@@ -119,6 +141,7 @@ export class Table {
         let r = base + <usize>(w * rec.RECORD_SIZE);
         if (!rec.isUsed(r)) continue;
         this.oldUsed++;
+        this.occupiedDelta--;
         if (!rec.isExpired(r, now, cfg) && this.adopt(r, cfg, now)) this.moved++;
       }
       set_shared_data(oldKey, empty, 0); // releases the value's memory; the key itself stays
@@ -133,7 +156,9 @@ export class Table {
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       let sd = get_shared_data(key);
       let buf = sd.value;
+      let cas = sd.cas;
       if (sd.result != WasmResultValues.Ok || buf.byteLength != rec.SET_SIZE) {
+        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
         memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
       }
@@ -143,8 +168,11 @@ export class Table {
       }
       let r = this.locate(base, hi, lo, now, cfg);
       memory.copy(r, src, rec.RECORD_SIZE);
-      let res = set_shared_data(key, buf, sd.cas);
-      if (res == WasmResultValues.Ok) return true;
+      let res = set_shared_data(key, buf, cas);
+      if (res == WasmResultValues.Ok) {
+        if (this.filledSlot) this.occupiedDelta++;
+        return true;
+      }
       if (res != WasmResultValues.CasMismatch) return false;
     }
     return false;
@@ -170,10 +198,14 @@ export class Table {
       let sd = get_shared_data(key);
       let cas = sd.cas;
       let buf = sd.value;
+      if (sd.result == WasmResultValues.Ok && buf.byteLength == 0 && this.followMigration()) {
+        key = this.keyFor(this.setOf(hi, lo)); // another worker moved the table: use the new geometry
+        continue;
+      }
       if (sd.result == WasmResultValues.NotFound || buf.byteLength != rec.SET_SIZE) {
         // A never-written set (or a value of another size, which this version cannot read): start empty.
-        // For an absent key the host ignores cas; for a foreign value cas still guards the overwrite.
         if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return FAILED;
+        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
         memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
       }
