@@ -19,6 +19,7 @@ import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.
 import { formatReference, parseReference } from "./lib/reference.ts";
 import { pushImage } from "./lib/registry.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
+import { registerSync } from "./sync.ts";
 
 /** Where the built filter sits relative to this file: <pkg>/dist/traffic-guard.mjs or <pkg>/tools/cli.ts. */
 export const DEFAULT_WASM = fileURLToPath(new URL("../build/traffic-guard.wasm", import.meta.url));
@@ -215,6 +216,7 @@ export function createProgram(io: CliIO = defaultIO, argv: string[] = []): Comma
       io.stdout(renderYaml(objects, header));
     });
 
+  registerSync(program, io, { resolveModuleSource, defaultWasm: DEFAULT_WASM });
   return program;
 }
 

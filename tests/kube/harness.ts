@@ -228,6 +228,39 @@ export class TestCluster {
     this.apiserver = undefined;
   }
 
+  /**
+   * A raw request as the admin (client certificate), for objects client-node's typed models would mangle: its
+   * JSONSchemaProps model drops `x-kubernetes-int-or-string`, which Istio's CRD schema relies on.
+   */
+  async adminRequest(method: string, path: string, body?: unknown): Promise<{ status: number; body: unknown }> {
+    const [ca, cert, key] = await Promise.all(["ca.crt", "admin.crt", "admin.key"].map((f) => readFile(join(this.dir, f))));
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    return new Promise((resolveReq, reject) => {
+      const req = request(
+        {
+          host: "127.0.0.1", port: this.apiPort, path, method, ca, cert, key,
+          headers: payload ? { "content-type": "application/json", "content-length": Buffer.byteLength(payload) } : {},
+        },
+        (res) => {
+          let text = "";
+          res.setEncoding("utf8");
+          res.on("data", (d) => (text += d));
+          res.on("end", () => {
+            let parsed: unknown = text;
+            try {
+              parsed = JSON.parse(text);
+            } catch {
+              // keep the text
+            }
+            resolveReq({ status: res.statusCode ?? 0, body: parsed });
+          });
+        },
+      );
+      req.on("error", reject);
+      req.end(payload);
+    });
+  }
+
   /** Writes a kubeconfig for this cluster with the given user. */
   async writeKubeconfig(path: string, user: KubeUser): Promise<void> {
     const ca = await readFile(join(this.dir, "ca.crt"));

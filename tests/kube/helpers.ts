@@ -1,0 +1,201 @@
+// Shared pieces of the tests/kube suites: one real control plane per test file, an admin client, the CLI as a
+// child process (so exit codes, output and signal handling are the real ones), and small polling helpers.
+import {
+  ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, PatchStrategy,
+  type KubernetesObject,
+} from "@kubernetes/client-node";
+import { spawn, type ChildProcess } from "node:child_process";
+import { existsSync } from "node:fs";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { TestContext } from "node:test";
+import { wasmPluginCrd, WASMPLUGIN_CRD } from "./crd.ts";
+import { findKubeBinaries, IN_CI, REPO, TestCluster } from "./harness.ts";
+
+/** The WasmPlugin API coordinates. */
+export const WP = { group: "extensions.istio.io", version: "v1alpha1", plural: "wasmplugins" } as const;
+
+/** A WasmPlugin as the tests read it. */
+export type WasmPlugin = KubernetesObject & { spec: Record<string, unknown> & { pluginConfig?: Record<string, unknown> } };
+
+/** Admin clients for one cluster. */
+export class Admin {
+  readonly kc: KubeConfig;
+  readonly core: CoreV1Api;
+  readonly custom: CustomObjectsApi;
+  readonly ext: ApiextensionsV1Api;
+  readonly objects: KubernetesObjectApi;
+
+  constructor(kubeconfig: string) {
+    this.kc = new KubeConfig();
+    this.kc.loadFromFile(kubeconfig);
+    this.core = this.kc.makeApiClient(CoreV1Api);
+    this.custom = this.kc.makeApiClient(CustomObjectsApi);
+    this.ext = this.kc.makeApiClient(ApiextensionsV1Api);
+    this.objects = KubernetesObjectApi.makeApiClient(this.kc);
+  }
+
+  /** Creates a namespace with the given labels. */
+  async createNamespace(name: string, labels: Record<string, string> = {}): Promise<void> {
+    await this.core.createNamespace({ body: { metadata: { name, labels } } });
+  }
+
+  /** Sets (string) or removes (null) namespace labels, like `kubectl label namespace`. */
+  async label(name: string, labels: Record<string, string | null>): Promise<void> {
+    await this.objects.patch(
+      { apiVersion: "v1", kind: "Namespace", metadata: { name, labels: labels as Record<string, string> } },
+      undefined, undefined, "kubectl-label", undefined, PatchStrategy.MergePatch,
+    );
+  }
+
+  /** The WasmPlugins of a namespace. */
+  async plugins(namespace: string): Promise<WasmPlugin[]> {
+    const list = (await this.custom.listNamespacedCustomObject({ ...WP, namespace })) as { items: WasmPlugin[] };
+    return list.items;
+  }
+
+  /** One WasmPlugin, or undefined when it does not exist. */
+  async plugin(namespace: string, name = "traffic-guard"): Promise<WasmPlugin | undefined> {
+    return (await this.plugins(namespace)).find((p) => p.metadata?.name === name);
+  }
+
+  /** Every WasmPlugin in the cluster, keyed "namespace/name" → resourceVersion. */
+  async versions(): Promise<Map<string, string>> {
+    const list = (await this.custom.listClusterCustomObject(WP)) as { items: WasmPlugin[] };
+    return new Map(list.items.map((p) => [`${p.metadata!.namespace}/${p.metadata!.name}`, p.metadata!.resourceVersion!]));
+  }
+
+  /** Installs the WasmPlugin CRD (see crd.ts) and waits until it is established and served. */
+  async installWasmPluginCrd(cluster: TestCluster): Promise<void> {
+    const created = await cluster.adminRequest("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", await wasmPluginCrd());
+    if (created.status !== 201) throw new Error(`creating the WasmPlugin CRD failed: HTTP ${created.status} ${JSON.stringify(created.body)}`);
+    await until("the WasmPlugin CRD to be established", 30_000, async () => {
+      const got = await this.ext.readCustomResourceDefinition({ name: WASMPLUGIN_CRD });
+      return got.status?.conditions?.some((c) => c.type === "Established" && c.status === "True") ?? false;
+    });
+    await until("wasmplugins to be served", 30_000, async () => {
+      await this.custom.listClusterCustomObject(WP);
+      return true;
+    });
+  }
+}
+
+/** Polls `probe` every 100 ms until it returns true; fails with `what` after `timeoutMs`. */
+export async function until(what: string, timeoutMs: number, probe: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      if (await probe()) return;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? ` (last error: ${String(last)})` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/**
+ * Starts a cluster for a test file, or skips (locally) / fails (CI=true) when the binaries are missing.
+ * Returns undefined when the suite is skipped.
+ */
+export async function clusterFor(t: { skip: (msg: string) => void } | TestContext): Promise<TestCluster | undefined> {
+  const found = findKubeBinaries();
+  if (!found.ok) {
+    if (IN_CI) throw new Error(`CI=true and no Kubernetes API server: ${found.reason}`);
+    t.skip(found.reason);
+    return undefined;
+  }
+  if (!existsSync(join(REPO, "build/traffic-guard.wasm"))) {
+    const reason = "build/traffic-guard.wasm is missing (run npm run build): sync validates the policy with it";
+    if (IN_CI) throw new Error(reason);
+    t.skip(reason);
+    return undefined;
+  }
+  return TestCluster.start(found.bins);
+}
+
+/** Result of one CLI run. */
+export interface CliResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+const CLI = join(REPO, "tools/cli.ts");
+
+function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
+  // No ambient configuration may leak in: each test names its kubeconfig (or deliberately none).
+  const env: NodeJS.ProcessEnv = { ...process.env, KUBECONFIG: undefined, HOME: tmpdir(), ...extra };
+  for (const [k, v] of Object.entries(env)) if (v === undefined) delete env[k];
+  return env;
+}
+
+/** Runs `traffic-guard <args>` to completion. */
+export function runCli(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO, env: cliEnv(env) });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill("SIGKILL");
+      reject(new Error(`traffic-guard ${args.join(" ")} did not finish in ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`));
+    }, timeoutMs);
+    child.on("close", (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+/** A long-running `traffic-guard sync --watch`. */
+export class CliProcess {
+  readonly child: ChildProcess;
+  stdout = "";
+  stderr = "";
+  private readonly exited: Promise<CliResult>;
+
+  constructor(args: string[], env: Record<string, string | undefined> = {}) {
+    this.child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO, env: cliEnv(env) });
+    this.child.stdout!.on("data", (d) => (this.stdout += d));
+    this.child.stderr!.on("data", (d) => (this.stderr += d));
+    this.exited = new Promise((resolve) => {
+      this.child.on("close", (code, signal) => resolve({ code, signal, stdout: this.stdout, stderr: this.stderr }));
+    });
+  }
+
+  /** Waits until stdout (or stderr) matches `pattern`. */
+  async waitFor(pattern: RegExp, timeoutMs = 20_000, stream: "stdout" | "stderr" = "stdout"): Promise<void> {
+    await until(`${stream} to match ${pattern}; ${stream} so far:\n${this[stream]}`, timeoutMs, async () => {
+      if (this.child.exitCode !== null) throw new Error(`sync exited early (${this.child.exitCode}): ${this.stderr}`);
+      return pattern.test(this[stream]);
+    });
+  }
+
+  /** Sends `signal` and waits for the process to exit. */
+  async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<CliResult> {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
+    const timer = setTimeout(() => this.child.kill("SIGKILL"), timeoutMs);
+    const result = await this.exited;
+    clearTimeout(timer);
+    return result;
+  }
+}
+
+/** A temporary directory with a policy file, removed by cleanup(). */
+export async function workDir(): Promise<{ dir: string; policy: string; cleanup: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), "traffic-guard-sync-"));
+  const policy = join(dir, "policy.yaml");
+  // A small enforce-mode policy the filter accepts: rate limit with a ban.
+  await writeFile(policy, "rules:\n  rate:\n    limit: { requests: 100, per: 1s }\n    ban: 60s\n");
+  return { dir, policy, cleanup: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** The module source every test passes: a URL plus its digest (the API server does not fetch it). */
+export const MODULE_ARGS = ["--url", "https://wasm.example.com/traffic-guard.wasm", "--sha256", "a".repeat(64)];
