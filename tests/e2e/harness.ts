@@ -33,6 +33,8 @@ export function findEnvoy(): EnvoyInstall | undefined {
   if (envoyInstall || envoyProblem) return envoyInstall;
   try {
     envoyInstall = ensureEnvoy();
+    // Printed once per test file: which Envoy the results below come from.
+    console.log(`envoy --version: ${envoyInstall.versionLine} (${envoyInstall.source})`);
   } catch (e) {
     envoyProblem = (e as Error).message;
   }
