@@ -6,7 +6,7 @@ import { Agent } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
 import { edgeSpec } from "../../tools/envoy-topologies.ts";
 import {
-  assertMetrics, banLines, curl, e2e, get, guardFilter, hasIpv6Loopback, portOf, statusCounts, type Reply,
+  assertMetrics, banLines, curl, e2e, get, guardFilter, guardMetrics, hasIpv6Loopback, portOf, statusCounts, type Reply,
 } from "./harness.ts";
 
 e2e(
@@ -264,5 +264,73 @@ e2e("dry-run in real Envoy blocks nothing and counts what it would have denied",
     traffic_guard_bans_user_agent_total: 1,
     traffic_guard_dry_run_would_deny_total: 5,
     traffic_guard_tracked_clients: 1,
+  });
+});
+
+e2e("an unusable client-address header falls back to the peer address and is counted", async (s) => {
+  const app = await s.app();
+  const envoy = await s.envoy({
+    label: "fallback",
+    concurrency: 2,
+    spec: edgeSpec({
+      upstreamPort: app.port,
+      filters: [guardFilter({ clientAddress: { source: "header:x-client-ip" }, rules: { rate: { limit: { requests: 3, per: "1m" }, ban: "1m" } } })],
+    }),
+  });
+  const port = portOf(envoy, "edge");
+  const statuses: number[] = [];
+  // Garbage, then nothing at all: both fall back to the TCP peer 127.0.0.12, one bucket.
+  for (const value of ["not-an-address", "300.1.2.3", "", "::ffff:zz"]) {
+    const headers: Record<string, string> = value ? { "x-client-ip": value } : {};
+    statuses.push((await get("127.0.0.1", port, "/", { from: "127.0.0.12", headers })).status);
+  }
+  assert.deepEqual(statuses, [200, 200, 200, 403]);
+  // A usable header value is its own client.
+  assert.equal((await get("127.0.0.1", port, "/", { from: "127.0.0.12", headers: { "x-client-ip": "192.0.2.7" } })).status, 200);
+  assert.deepEqual(banLines(envoy.log()).map((b) => b.address), ["127.0.0.12"]);
+  await assertMetrics(envoy, {
+    traffic_guard_requests_total: 5,
+    traffic_guard_client_address_fallbacks_total: 4,
+    traffic_guard_denied_rate_total: 1,
+    traffic_guard_bans_rate_total: 1,
+    traffic_guard_tracked_clients: 2,
+  });
+});
+
+e2e("2 000 distinct clients against capacity 1024 keep the table bounded, count every eviction and keep the banned client", async (s) => {
+  const app = await s.app();
+  // Behind one trusted hop: the client address is the XFF entry left of the one this edge appends.
+  const envoy = await s.envoy({
+    label: "evictions",
+    concurrency: 2,
+    spec: edgeSpec({
+      upstreamPort: app.port,
+      filters: [guardFilter({ capacity: 1024, clientAddress: { source: "xff", trustedHops: 1 }, rules: { rate: { limit: { requests: 2, per: "1m" }, ban: "1h" } } })],
+    }),
+  });
+  const port = portOf(envoy, "edge");
+  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
+  const as = (client: string) => get("127.0.0.1", port, "/api/items", { agent, headers: { "x-forwarded-for": client } });
+  assert.deepEqual([(await as("192.0.2.99")).status, (await as("192.0.2.99")).status, (await as("192.0.2.99")).status], [200, 200, 403]);
+  for (let i = 0; i < 2000; i += 50) {
+    const batch = await Promise.all(Array.from({ length: 50 }, (_, k) => as(`10.${(i + k) >> 16}.${((i + k) >> 8) & 255}.${(i + k) & 255}`)));
+    assert.ok(batch.every((r) => r.status === 200), "a new client is never blocked");
+  }
+  assert.equal((await as("192.0.2.99")).status, 403, "the banned client survived 2 000 newcomers");
+  agent.destroy();
+  const { values } = await guardMetrics(envoy);
+  const tracked = values.get("traffic_guard_tracked_clients")!;
+  const evictions = values.get("traffic_guard_evictions_total")!;
+  assert.ok(tracked <= 1024, `tracked ${tracked} <= capacity`);
+  // Every newcomer either filled a free slot (tracked + 1) or replaced a record (an eviction).
+  assert.equal(tracked + evictions, 2001);
+  assert.ok(evictions >= 2001 - 1024, `evictions ${evictions}`);
+  await assertMetrics(envoy, {
+    traffic_guard_requests_total: 2004,
+    traffic_guard_denied_rate_total: 1,
+    traffic_guard_denied_banned_total: 1,
+    traffic_guard_bans_rate_total: 1,
+    traffic_guard_evictions_total: evictions,
+    traffic_guard_tracked_clients: tracked,
   });
 });
