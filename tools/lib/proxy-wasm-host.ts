@@ -9,10 +9,13 @@
 //   touching the out-parameters;
 // - the plugin configuration is buffer type 7 (PluginConfiguration), the VM configuration type 6;
 // - a missing property is NotFound (1); every import this host does not emulate answers Unimplemented (12), which
-//   is what Envoy returns for calls that make no sense outside a request (and what the SDK must tolerate).
+//   is what Envoy returns for calls that make no sense outside a request (and what the SDK must tolerate);
+// - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record its
+//   table geometry): a get of an absent key is NotFound, a set on an absent key succeeds whatever the CAS, a set
+//   with a non-zero stale CAS is CasMismatch (8), and every successful set gets a new non-zero CAS.
 
 /** proxy-wasm WasmResult codes used by this host. */
-export const WasmResult = { Ok: 0, NotFound: 1, BadArgument: 2, Unimplemented: 12 } as const;
+export const WasmResult = { Ok: 0, NotFound: 1, BadArgument: 2, CasMismatch: 8, Unimplemented: 12 } as const;
 
 /** proxy-wasm log levels (trace 0 … critical 5). */
 export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "critical"] as const;
@@ -85,6 +88,9 @@ export async function configureFilter(
     return WasmResult.Ok;
   };
 
+  const shared = new Map<string, { value: Uint8Array; cas: number }>();
+  let nextCas = 1;
+
   const emulated: Record<string, (...args: number[]) => number> = {
     proxy_log(level, ptr, len) {
       outcome.logs.push({ level: LOG_LEVELS[level] ?? `level${level}`, message: readString(ptr, len) });
@@ -109,6 +115,24 @@ export async function configureFilter(
     proxy_define_metric(_type, namePtr, nameLen, idPtr) {
       outcome.metrics.push(readString(namePtr, nameLen));
       memory().setUint32(idPtr >>> 0, outcome.metrics.length, true);
+      return WasmResult.Ok;
+    },
+    proxy_get_shared_data(keyPtr, keyLen, ptrPtr, sizePtr, casPtr) {
+      const entry = shared.get(readString(keyPtr, keyLen));
+      if (!entry) return WasmResult.NotFound;
+      const result = entry.value.length > 0 ? hand(entry.value, ptrPtr, sizePtr) : WasmResult.Ok;
+      if (entry.value.length === 0) {
+        memory().setUint32(ptrPtr >>> 0, 0, true);
+        memory().setUint32(sizePtr >>> 0, 0, true);
+      }
+      memory().setUint32(casPtr >>> 0, entry.cas, true);
+      return result;
+    },
+    proxy_set_shared_data(keyPtr, keyLen, valuePtr, valueLen, cas) {
+      const key = readString(keyPtr, keyLen);
+      const entry = shared.get(key);
+      if (entry && cas >>> 0 !== 0 && cas >>> 0 !== entry.cas) return WasmResult.CasMismatch;
+      shared.set(key, { value: bytesAt(valuePtr, valueLen).slice(), cas: nextCas++ });
       return WasmResult.Ok;
     },
     proxy_get_current_time_nanoseconds(timePtr) {
