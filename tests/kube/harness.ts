@@ -222,9 +222,13 @@ export class TestCluster {
     this.lastApiserverStartMs = Date.now() - started;
   }
 
-  /** Stops kube-apiserver (SIGTERM, then SIGKILL after 10 s); etcd keeps the data. */
-  async stopApiserver(): Promise<void> {
-    await stopProcess(this.apiserver);
+  /**
+   * Stops kube-apiserver: SIGTERM, then SIGKILL after `graceMs`; etcd keeps the data. While clients hold watches
+   * open, kube-apiserver's graceful shutdown does not finish on its own within seconds (it keeps serving those
+   * watches and answers new requests with 429/503), so a restart here is a graceful phase followed by a crash.
+   */
+  async stopApiserver(graceMs = 3_000): Promise<void> {
+    await stopProcess(this.apiserver, graceMs);
     this.apiserver = undefined;
   }
 
@@ -261,8 +265,8 @@ export class TestCluster {
     });
   }
 
-  /** Writes a kubeconfig for this cluster with the given user. */
-  async writeKubeconfig(path: string, user: KubeUser): Promise<void> {
+  /** Writes a kubeconfig for this cluster with the given user (and, optionally, another server port: a proxy). */
+  async writeKubeconfig(path: string, user: KubeUser, port = this.apiPort): Promise<void> {
     const ca = await readFile(join(this.dir, "ca.crt"));
     const userEntry =
       "token" in user
@@ -274,7 +278,7 @@ export class TestCluster {
     const config = {
       apiVersion: "v1",
       kind: "Config",
-      clusters: [{ name: "test", cluster: { server: this.server, "certificate-authority-data": ca.toString("base64") } }],
+      clusters: [{ name: "test", cluster: { server: `https://127.0.0.1:${port}`, "certificate-authority-data": ca.toString("base64") } }],
       users: [{ name: user.name, user: userEntry }],
       contexts: [{ name: user.name, context: { cluster: "test", user: user.name } }],
       "current-context": user.name,
@@ -296,11 +300,11 @@ export class TestCluster {
   }
 }
 
-async function stopProcess(child: ChildProcess | undefined): Promise<void> {
+async function stopProcess(child: ChildProcess | undefined, graceMs = 10_000): Promise<void> {
   if (!child || child.exitCode !== null || child.signalCode !== null) return;
   const exited = new Promise<void>((r) => child.once("exit", () => r()));
   child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+  const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
 }

@@ -6,6 +6,7 @@ import {
 } from "@kubernetes/client-node";
 import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
+import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -178,6 +179,22 @@ export class CliProcess {
     });
   }
 
+  /** Waits for the process to exit by itself; kills it and fails after `timeoutMs`. */
+  async exit(timeoutMs: number): Promise<CliResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.child.kill("SIGKILL");
+        reject(new Error(`sync did not exit within ${timeoutMs} ms\nstdout:\n${this.stdout}\nstderr:\n${this.stderr}`));
+      }, timeoutMs);
+    });
+    try {
+      return await Promise.race([this.exited, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Sends `signal` and waits for the process to exit. */
   async stop(signal: NodeJS.Signals = "SIGTERM", timeoutMs = 15_000): Promise<CliResult> {
     if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill(signal);
@@ -199,3 +216,57 @@ export async function workDir(): Promise<{ dir: string; policy: string; cleanup:
 
 /** The module source every test passes: a URL plus its digest (the API server does not fetch it). */
 export const MODULE_ARGS = ["--url", "https://wasm.example.com/traffic-guard.wasm", "--sha256", "a".repeat(64)];
+
+/**
+ * A loopback TCP proxy in front of the API server. cut() drops every connection and refuses new ones (a network
+ * partition as the client sees it), restore() lets traffic through again. Tests use it to make changes while sync
+ * is provably disconnected, instead of hoping a restart window is wide enough.
+ */
+export class CuttableProxy {
+  private server?: Server;
+  private readonly sockets = new Set<Socket>();
+  private open = true;
+  port = 0;
+
+  constructor(private readonly targetPort: number) {}
+
+  /** Starts listening on a free loopback port. */
+  async start(): Promise<void> {
+    this.server = createServer((client) => {
+      if (!this.open) {
+        client.destroy();
+        return;
+      }
+      const upstream = connect(this.targetPort, "127.0.0.1");
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on("close", () => this.sockets.delete(s));
+        s.on("error", () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  /** Drops all connections; new ones are accepted and closed at once. */
+  cut(): void {
+    this.open = false;
+    for (const s of this.sockets) s.destroy();
+  }
+
+  /** Lets connections through again. */
+  restore(): void {
+    this.open = true;
+  }
+
+  /** Stops the proxy. */
+  async stop(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+}

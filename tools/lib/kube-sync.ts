@@ -384,11 +384,18 @@ export async function syncWatch(
   await client.preflight(settings.label);
   const name = settings.plugin.name ?? DEFAULTS.name;
   const watch = new Watch(client.loaded.kc);
+  // ListWatch lists on its first start and again whenever its resourceVersion is gone (410); say so on relists.
+  const lists = { namespaces: 0, WasmPlugins: 0 };
+  const logged = async <T extends KubernetesListObject<KubernetesObject>>(what: keyof typeof lists, list: () => Promise<T>): Promise<T> => {
+    const result = await list();
+    if (lists[what]++ > 0) log.err(`watch ${what}: relisted at resourceVersion ${result.metadata?.resourceVersion ?? "?"}`);
+    return result;
+  };
   const nsCache = new ListWatch<V1Namespace>(
-    "/api/v1/namespaces", watch, () => client.listNamespaces(settings.label), false, settings.label,
+    "/api/v1/namespaces", watch, () => logged("namespaces", () => client.listNamespaces(settings.label)), false, settings.label,
   );
   const pluginCache = new ListWatch<WasmPluginObject>(
-    `/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, () => client.listWasmPlugins(), false,
+    `/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, () => logged("WasmPlugins", () => client.listWasmPlugins()), false,
   );
 
   const queue = new Set<string>();
@@ -411,9 +418,18 @@ export async function syncWatch(
   };
 
   // Wire one ListWatch: every event queues its namespace; errors restart it after a backoff.
-  const informers: Array<{ what: string; lw: ListWatch<KubernetesObject>; key: keyof typeof listed; timer?: NodeJS.Timeout; attempt: number }> = [
-    { what: "namespaces", lw: nsCache as unknown as ListWatch<KubernetesObject>, key: "namespaces", attempt: 0 },
-    { what: "WasmPlugins", lw: pluginCache as unknown as ListWatch<KubernetesObject>, key: "plugins", attempt: 0 },
+  interface Informer {
+    what: string;
+    lw: ListWatch<KubernetesObject>;
+    key: keyof typeof listed;
+    timer?: NodeJS.Timeout;
+    /** Consecutive failures (drives the backoff); errors counts all of them. */
+    attempt: number;
+    errors: number;
+  }
+  const informers: Informer[] = [
+    { what: "namespaces", lw: nsCache as unknown as ListWatch<KubernetesObject>, key: "namespaces", attempt: 0, errors: 0 },
+    { what: "WasmPlugins", lw: pluginCache as unknown as ListWatch<KubernetesObject>, key: "plugins", attempt: 0, errors: 0 },
   ];
   for (const inf of informers) {
     const keyOf = (obj: KubernetesObject) => (inf.key === "namespaces" ? obj.metadata?.name : obj.metadata?.namespace);
@@ -426,8 +442,9 @@ export async function syncWatch(
     inf.lw.on("delete", onEvent);
     inf.lw.on("error", (err?: unknown) => onInformerError(inf, err));
   }
-  function onInformerError(inf: (typeof informers)[number], err: unknown): void {
+  function onInformerError(inf: Informer, err: unknown): void {
     if (signal.aborted) return; // stop() aborts the watch request, which reports an error
+    inf.errors++;
     const delay = Math.min(timings.backoffMs * 2 ** inf.attempt, timings.maxBackoffMs);
     inf.attempt++;
     const why = isTransportError(err) ? `API server unreachable (${describeKubeError(err)})` : describeKubeError(err);
@@ -435,8 +452,10 @@ export async function syncWatch(
     clearTimeout(inf.timer);
     inf.timer = setTimeout(() => void startInformer(inf), delay);
   }
-  const startInformer = async (inf: (typeof informers)[number]) => {
+  const startInformer = async (inf: Informer) => {
     if (signal.aborted) return;
+    const errorsBefore = inf.errors;
+    const recovering = inf.attempt > 0;
     // start() lists only when it has no resourceVersion yet (first start, or after 410 Gone); otherwise it
     // resumes the watch from the last resourceVersion it saw. List and watch failures arrive as "error" events;
     // anything thrown here (for example reading a rotated token file) is handled the same way.
@@ -446,11 +465,14 @@ export async function syncWatch(
       onInformerError(inf, err);
       return;
     }
-    if (inf.lw.latestResourceVersion() !== "") {
-      if (!listed[inf.key]) {
-        listed[inf.key] = true;
-        kick();
-      }
+    if (inf.errors !== errorsBefore || signal.aborted) return; // failed again: the error handler rescheduled it
+    if (recovering) {
+      inf.attempt = 0;
+      log.err(`watch ${inf.what}: resumed at resourceVersion ${inf.lw.latestResourceVersion()}`);
+    }
+    if (inf.lw.latestResourceVersion() !== "" && !listed[inf.key]) {
+      listed[inf.key] = true;
+      kick();
     }
   };
 
@@ -465,7 +487,8 @@ export async function syncWatch(
 
   try {
     while (!signal.aborted) {
-      if (!listed.namespaces || !listed.plugins || queue.size === 0) {
+      // Wait for both caches' first list; after the first (possibly empty) pass, wait for queued work.
+      if (!listed.namespaces || !listed.plugins || (initialDone && queue.size === 0)) {
         await new Promise<void>((resolve) => {
           wake = resolve;
         });
