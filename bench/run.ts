@@ -15,17 +15,13 @@
  * Options: --duration <s> (8), --reps <n> (3), --connections <n> (16), --warmup <s> (2),
  *          --clients <n> (10000), --only single|churn, --json <file>.
  */
-import { execFile } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
-import { join } from "node:path";
-import { promisify } from "node:util";
-import { ensureEnvoy, REPO_ROOT } from "../tools/envoy.ts";
+import { ensureEnvoy } from "../tools/envoy.ts";
 import { startEnvoy, type RunningEnvoy } from "../tools/envoy-process.ts";
 import { BENCH_CONFIGS, benchListener, type BenchConfig } from "../tools/envoy-topologies.ts";
 import { compileModule, ensureFilterBuilt } from "../tools/wasm-build.ts";
-
-const execFileAsync = promisify(execFile);
+import { checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 /** Parsed command-line options. */
 interface Options {
@@ -65,78 +61,6 @@ function parseArgs(argv: string[]): Options {
     } else throw new Error(`unknown option "${flag}" (see bench/run.ts for the options)`);
   }
   return o;
-}
-
-/** One wrk run. */
-interface WrkResult {
-  rps: number;
-  /** Latency percentiles in microseconds. */
-  p50: number;
-  p90: number;
-  p99: number;
-  requests: number;
-  non2xx: number;
-  /** Envoy's own CPU time (all its threads, user + system) per request, in microseconds. */
-  cpuUs: number;
-}
-
-function micros(v: string): number {
-  const m = /^([\d.]+)(us|ms|s)$/.exec(v);
-  if (!m) throw new Error(`unparseable wrk latency "${v}"`);
-  return Number(m[1]) * (m[2] === "us" ? 1 : m[2] === "ms" ? 1000 : 1_000_000);
-}
-
-/** Parses wrk's --latency report. */
-export function parseWrk(out: string): WrkResult {
-  const pct = (p: string) => {
-    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)$`, "m").exec(out);
-    if (!m) throw new Error(`wrk output has no ${p}% line:\n${out}`);
-    return micros(m[1]);
-  };
-  const rps = /^Requests\/sec:\s+([\d.]+)$/m.exec(out);
-  const total = /^\s+(\d+) requests in /m.exec(out);
-  if (!rps || !total) throw new Error(`unparseable wrk output:\n${out}`);
-  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
-  return { rps: Number(rps[1]), p50: pct("50"), p90: pct("90"), p99: pct("99"), requests: Number(total[1]), non2xx: non2xx ? Number(non2xx[1]) : 0, cpuUs: 0 };
-}
-
-let clockTicks = 100;
-
-/** CPU seconds (user + system, all threads) a process has used so far, from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the command name.
-  return (Number(fields[11]) + Number(fields[12])) / clockTicks;
-}
-
-/**
- * One wrk run against an Envoy. Besides wrk's throughput and latency it records the Envoy
- * process's CPU time per request, which stays meaningful when other processes compete for the two
- * cores (throughput and latency do not).
- */
-async function wrk(envoy: RunningEnvoy, port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
-  const pid = envoy.child.pid!;
-  const cpuBefore = cpuSeconds(pid);
-  const r = await wrkOnly(port, seconds, connections, churnClients);
-  r.cpuUs = ((cpuSeconds(pid) - cpuBefore) * 1e6) / r.requests;
-  return r;
-}
-
-async function wrkOnly(port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
-  const args = ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency"];
-  if (churnClients) args.push("-s", join(REPO_ROOT, "bench", "xff-rotate.lua"));
-  args.push(`http://127.0.0.1:${port}/`);
-  const { stdout } = await execFileAsync("wrk", args, {
-    env: { ...process.env, XFF_CLIENTS: String(churnClients ?? 0) },
-    timeout: (seconds + 30) * 1000,
-  });
-  return parseWrk(stdout);
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
 const LABELS: Record<BenchConfig, string> = {
@@ -231,33 +155,34 @@ export function table(rows: Row[]): string {
   return lines.join("\n");
 }
 
-/** The issue's targets, checked against one table. */
+/**
+ * The issue's targets, checked against one table. Throughput ratios are wrk's; costs per request
+ * are compared on Envoy's CPU time, which other load on the machine disturbs far less.
+ */
 function verdicts(rows: Row[]): string[] {
   const by = (c: BenchConfig) => rows.find((r) => r.config === c)!;
-  const base = by("no-filter").rps;
-  const added = (c: BenchConfig) => 1e6 / by(c).rps - 1e6 / base;
-  const allow = by("guard-allow").rps / base;
-  const block = by("guard-block").rps / base;
-  const costRatio = added("guard-allow") / added("native-local-ratelimit");
+  const base = by("no-filter");
+  const addedCpu = (c: BenchConfig) => by(c).cpuUs - base.cpuUs;
+  const allow = by("guard-allow").rps / base.rps;
+  const block = by("guard-block").rps / base.rps;
+  const native = addedCpu("native-local-ratelimit");
   const mark = (ok: boolean) => (ok ? "met" : "NOT met");
-  const addedCpu = (c: BenchConfig) => by(c).cpuUs - by("no-filter").cpuUs;
+  const cost =
+    native > 0.5
+      ? `${(addedCpu("guard-allow") / native).toFixed(2)} × the native limiter's ${native.toFixed(2)} µs (target ≤ 1.5): ${mark(addedCpu("guard-allow") <= 1.5 * native)}`
+      : `the native limiter's added cost (${native.toFixed(2)} µs) is within the noise of this run, no ratio`;
   return [
-    `- allow path ${allow.toFixed(3)} × no-filter throughput (target ≥ 0.90): ${mark(allow >= 0.9)}`,
-    `- added cost ${added("guard-allow").toFixed(2)} µs/req = ${costRatio.toFixed(2)} × the native limiter's ${added("native-local-ratelimit").toFixed(2)} µs/req (target ≤ 1.5): ${mark(costRatio <= 1.5)}`,
-    `- block path ${block.toFixed(3)} × no-filter throughput (target ≥ 1.0): ${mark(block >= 1.0)}`,
-    `- SDK + V8 floor (no-op filter) ${added("noop-wasm").toFixed(2)} µs/req`,
-    `- by Envoy CPU time: traffic-guard allow path adds ${addedCpu("guard-allow").toFixed(2)} µs/req, block path ${addedCpu("guard-block").toFixed(2)}, ` +
-      `native limiter ${addedCpu("native-local-ratelimit").toFixed(2)}, no-op filter ${addedCpu("noop-wasm").toFixed(2)} ` +
-      `(allow path = ${(addedCpu("guard-allow") / addedCpu("native-local-ratelimit")).toFixed(2)} × native)`,
+    `- allow path: ${allow.toFixed(3)} × no-filter throughput (target ≥ 0.90): ${mark(allow >= 0.9)}`,
+    `- block path: ${block.toFixed(3)} × no-filter throughput (target ≥ 1.0): ${mark(block >= 1.0)}`,
+    `- Envoy CPU added per request: traffic-guard allow path ${addedCpu("guard-allow").toFixed(2)} µs = ${cost}`,
+    `- Envoy CPU added per request: block path ${addedCpu("guard-block").toFixed(2)} µs, no-op AssemblyScript filter (SDK + V8 floor) ${addedCpu("noop-wasm").toFixed(2)} µs`,
   ];
 }
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
-  clockTicks = Number((await execFileAsync("getconf", ["CLK_TCK"])).stdout.trim()) || 100;
   const envoy = ensureEnvoy();
-  const { stdout: wrkVersion } = await execFileAsync("wrk", ["-v"]).catch((e: { stdout?: string }) => ({ stdout: e.stdout ?? "" }));
-  if (!/wrk/.test(wrkVersion)) throw new Error("wrk is not installed (apt-get install wrk)");
+  const wrkVersion = await checkWrk();
   const guard = ensureFilterBuilt((l) => process.stderr.write(`${l}\n`)).path;
   const noop = compileModule("bench/noop/index.ts", "noop.wasm");
   const modes = o.only ? [o.only] : (["single", "churn"] as const);

@@ -1,0 +1,96 @@
+/**
+ * Measurement helpers of the benchmarks: one wrk run against one Envoy, with wrk's throughput and
+ * latency percentiles and the Envoy process's own CPU time per request.
+ */
+import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { REPO_ROOT } from "../tools/envoy.ts";
+import type { RunningEnvoy } from "../tools/envoy-process.ts";
+
+const execFileAsync = promisify(execFile);
+
+/** One wrk run. */
+export interface WrkResult {
+  rps: number;
+  /** Latency percentiles in microseconds. */
+  p50: number;
+  p90: number;
+  p99: number;
+  requests: number;
+  non2xx: number;
+  /** Envoy's own CPU time (all its threads, user + system) per request, in microseconds. */
+  cpuUs: number;
+}
+
+function micros(v: string): number {
+  const m = /^([\d.]+)(us|ms|s)$/.exec(v);
+  if (!m) throw new Error(`unparseable wrk latency "${v}"`);
+  return Number(m[1]) * (m[2] === "us" ? 1 : m[2] === "ms" ? 1000 : 1_000_000);
+}
+
+/** Parses wrk's --latency report. */
+export function parseWrk(out: string): WrkResult {
+  const pct = (p: string) => {
+    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)$`, "m").exec(out);
+    if (!m) throw new Error(`wrk output has no ${p}% line:\n${out}`);
+    return micros(m[1]);
+  };
+  const rps = /^Requests\/sec:\s+([\d.]+)$/m.exec(out);
+  const total = /^\s+(\d+) requests in /m.exec(out);
+  if (!rps || !total) throw new Error(`unparseable wrk output:\n${out}`);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  return { rps: Number(rps[1]), p50: pct("50"), p90: pct("90"), p99: pct("99"), requests: Number(total[1]), non2xx: non2xx ? Number(non2xx[1]) : 0, cpuUs: 0 };
+}
+
+let clockTicks = 0;
+
+/** Returns wrk's version line, or throws when wrk is missing; also reads the kernel's clock tick. */
+export async function checkWrk(): Promise<string> {
+  const { stdout } = await execFileAsync("wrk", ["-v"]).catch((e: { stdout?: string; code?: string }) => {
+    if (e.code === "ENOENT") throw new Error("wrk is not installed (apt-get install wrk)");
+    return { stdout: e.stdout ?? "" };
+  });
+  clockTicks = Number((await execFileAsync("getconf", ["CLK_TCK"])).stdout.trim()) || 100;
+  return stdout.split("\n")[0];
+}
+
+/** CPU seconds (user + system, all threads) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the command name.
+  return (Number(fields[11]) + Number(fields[12])) / (clockTicks || 100);
+}
+
+/**
+ * One wrk run against an Envoy. Besides wrk's throughput and latency it records the Envoy
+ * process's CPU time per request, which stays meaningful when other processes compete for the two
+ * cores (throughput and latency do not).
+ */
+export async function wrk(envoy: RunningEnvoy, port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
+  const pid = envoy.child.pid!;
+  const cpuBefore = cpuSeconds(pid);
+  const r = await wrkOnly(port, seconds, connections, churnClients);
+  r.cpuUs = ((cpuSeconds(pid) - cpuBefore) * 1e6) / r.requests;
+  return r;
+}
+
+async function wrkOnly(port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
+  const args = ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency"];
+  if (churnClients) args.push("-s", join(REPO_ROOT, "bench", "xff-rotate.lua"));
+  args.push(`http://127.0.0.1:${port}/`);
+  const { stdout } = await execFileAsync("wrk", args, {
+    env: { ...process.env, XFF_CLIENTS: String(churnClients ?? 0) },
+    timeout: (seconds + 30) * 1000,
+  });
+  return parseWrk(stdout);
+}
+
+/** Median of a non-empty list. */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+}
+
