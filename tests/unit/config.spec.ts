@@ -168,6 +168,11 @@ describe("configuration: top level", () => {
     expect(reject("{")).toBe("pluginConfig: invalid JSON at position 1: expected a string key, found end of input");
   });
 
+  it("reports the JSON error position in the text as given, leading whitespace included", () => {
+    // The offset must point into the pluginConfig the operator wrote, not into a trimmed copy of it.
+    expect(reject("  \n  {\"mode\": enforce}")).toBe("pluginConfig: invalid JSON at position 14: expected a value, found 'e'");
+  });
+
   it("rejects JSON that is not an object", () => {
     expect(reject("[]")).toBe("pluginConfig: expected a JSON object, got an array");
     expect(reject("\"x\"")).toBe("pluginConfig: expected a JSON object, got \"x\"");
