@@ -184,6 +184,19 @@ describe("request path", () => {
   });
 });
 
+describe("host calls", () => {
+  it("uses only host functions the mock models (none answered Unimplemented)", () => {
+    configure("{\"rules\":{\"rate\":{\"limit\":{\"requests\":1},\"ban\":\"1m\"}}}");
+    request("203.0.113.7:4000", "curl/8", "/");
+    respond("404");
+    request("203.0.113.7:4000", "curl/8", "/");
+    respond("403");
+    request("203.0.113.7:4000", "curl/8", "/");
+    expect(mock.replyCount()).toBe(2);
+    expect(mock.unimplementedCount()).toBe(0);
+  });
+});
+
 describe("response path", () => {
   it("counts matching error statuses and bans on the (N+1)-th", () => {
     configure("{\"rules\":{\"errors\":{\"statuses\":[404],\"limit\":{\"requests\":2,\"per\":\"1m\"},\"ban\":\"30m\"}}}");
