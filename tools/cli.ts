@@ -43,7 +43,8 @@ const defaultIO: CliIO = {
   env: process.env,
 };
 
-function positiveInt(name: string, min: number, max: number) {
+/** A commander parser for an integer option within [min, max]; anything else is a usage error. */
+function intInRange(name: string, min: number, max: number) {
   return (value: string): number => {
     if (!/^-?\d+$/.test(value)) throw new InvalidArgumentError(`${name} must be an integer, got "${value}"`);
     const n = Number(value);
@@ -127,8 +128,8 @@ export function createProgram(io: CliIO = defaultIO, argv: string[] = []): Comma
     .option("-u, --username <name>", "registry user (or TRAFFIC_GUARD_REGISTRY_USERNAME, or ~/.docker/config.json)")
     .option("-p, --password <password>", "registry password or token (or TRAFFIC_GUARD_REGISTRY_PASSWORD)")
     .option("--password-stdin", "read the password from standard input")
-    .option("--chunk-size <bytes>", "upload blobs in chunks of this size (PATCH) instead of one PUT", positiveInt("--chunk-size", 1, 2 ** 31))
-    .option("--timeout <seconds>", "timeout for each HTTP request", positiveInt("--timeout", 1, 3600), 60)
+    .option("--chunk-size <bytes>", "upload blobs in chunks of this size (PATCH) instead of one PUT", intInRange("--chunk-size", 1, 2 ** 31))
+    .option("--timeout <seconds>", "timeout for each HTTP request", intInRange("--timeout", 1, 3600), 60)
     .addHelpText("after", "\nPrints registry/repository:tag@sha256:…. Blobs already in the registry are skipped, so it is safe to run again.")
     .action(async (source: string, reference: string, opts: {
       insecure?: boolean; username?: string; password?: string; passwordStdin?: boolean; chunkSize?: number; timeout: number;
@@ -165,7 +166,7 @@ export function createProgram(io: CliIO = defaultIO, argv: string[] = []): Comma
     .option("--selector <key=value>", "workload selector label (repeatable); overrides the gateway selector", keyValue)
     .addOption(new Option("--phase <phase>", "filter chain phase").choices(PHASES).default(DEFAULTS.phase))
     .addOption(new Option("--fail-strategy <strategy>", "what Envoy does when the module cannot load or crashes").choices(FAIL_STRATEGIES).default(DEFAULTS.failStrategy))
-    .option("--priority <n>", "order within the phase, higher first", positiveInt("--priority", -(2 ** 31), 2 ** 31 - 1), DEFAULTS.priority)
+    .option("--priority <n>", "order within the phase, higher first", intInRange("--priority", -(2 ** 31), 2 ** 31 - 1), DEFAULTS.priority)
     .addOption(new Option("--image-pull-policy <policy>", "when istio-agent re-fetches the module").choices(PULL_POLICIES).default(DEFAULTS.imagePullPolicy))
     .option("--image-pull-secret <name>", "Secret (in the same namespace) with registry credentials")
     .addOption(new Option("--match-mode <mode>", "traffic direction (default SERVER; CLIENT with --gateway)").choices(MATCH_MODES))
