@@ -10,9 +10,8 @@ import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { TestContext } from "node:test";
 import { wasmPluginCrd, WASMPLUGIN_CRD } from "./crd.ts";
-import { findKubeBinaries, IN_CI, REPO, TestCluster } from "./harness.ts";
+import { findKubeBinaries, IN_CI, REPO, TestCluster, type KubeBinaries } from "./harness.ts";
 
 /** The WasmPlugin API coordinates. */
 export const WP = { group: "extensions.istio.io", version: "v1alpha1", plural: "wasmplugins" } as const;
@@ -99,24 +98,35 @@ export async function until(what: string, timeoutMs: number, probe: () => Promis
   }
 }
 
+/** A started cluster, or why the suite skips (never under CI=true: there a missing component throws). */
+export type ClusterOrSkip = { cluster: TestCluster; skip?: undefined } | { cluster?: undefined; skip: string };
+
 /**
- * Starts a cluster for a test file, or skips (locally) / fails (CI=true) when the binaries are missing.
- * Returns undefined when the suite is skipped.
+ * Starts a cluster for a test file. Locally, missing binaries (or a missing build/traffic-guard.wasm) mean skip,
+ * with the reason; with CI=true they are an error, so CI can never pass by skipping.
  */
-export async function clusterFor(t: { skip: (msg: string) => void } | TestContext): Promise<TestCluster | undefined> {
+export async function startCluster(): Promise<ClusterOrSkip> {
   const found = findKubeBinaries();
-  if (!found.ok) {
-    if (IN_CI) throw new Error(`CI=true and no Kubernetes API server: ${found.reason}`);
-    t.skip(found.reason);
+  let reason: string | undefined;
+  if (!found.ok) reason = found.reason;
+  else if (!existsSync(join(REPO, "build/traffic-guard.wasm"))) {
+    reason = "build/traffic-guard.wasm is missing (run npm run build): sync validates the policy with it";
+  }
+  if (reason !== undefined) {
+    if (IN_CI) throw new Error(`CI=true and the Kubernetes API server tests cannot run: ${reason}`);
+    return { skip: reason };
+  }
+  return { cluster: await TestCluster.start((found as { bins: KubeBinaries }).bins) };
+}
+
+/** Same as startCluster, for callers that pass a skip callback (tests/cli/kube-apply.test.ts uses this form). */
+export async function clusterFor(t: { skip: (msg: string) => void }): Promise<TestCluster | undefined> {
+  const started = await startCluster();
+  if (!started.cluster) {
+    t.skip(started.skip);
     return undefined;
   }
-  if (!existsSync(join(REPO, "build/traffic-guard.wasm"))) {
-    const reason = "build/traffic-guard.wasm is missing (run npm run build): sync validates the policy with it";
-    if (IN_CI) throw new Error(reason);
-    t.skip(reason);
-    return undefined;
-  }
-  return TestCluster.start(found.bins);
+  return started.cluster;
 }
 
 /** Result of one CLI run. */

@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { stringify } from "yaml";
-import { clusterFor, CliProcess, MODULE_ARGS, runCli, workDir, type CliResult } from "./helpers.ts";
+import { startCluster, CliProcess, MODULE_ARGS, runCli, workDir, type CliResult } from "./helpers.ts";
 import { freePort, type TestCluster } from "./harness.ts";
 
 let work: Awaited<ReturnType<typeof workDir>>;
@@ -94,15 +94,16 @@ describe("sync: bad input that needs no cluster", () => {
 
 describe("sync: a real API server without the WasmPlugin CRD", { timeout: 120_000 }, () => {
   let cluster: TestCluster | undefined;
-  before(async (t) => {
-    cluster = await clusterFor(t);
+  let skip: string | undefined;
+  before(async () => {
+    ({ cluster, skip } = await startCluster());
   });
   after(async () => {
     await cluster?.stop();
   });
 
   test("says the WasmPlugin CRD is missing and exits 1, with and without --watch", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     for (const extra of [[], ["--watch"], ["--dry-run"]]) {
       const r = await runCli(syncArgs("--kubeconfig", cluster.kubeconfig, ...extra));
       assert.equal(r.code, 1, explain(r));
@@ -114,7 +115,7 @@ describe("sync: a real API server without the WasmPlugin CRD", { timeout: 120_00
   });
 
   test("credentials the API server rejects are reported as such (401) and exit 1", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     const kubeconfig = await kubeconfigFor(cluster.server, "wrong-token");
     const r = await runCli(syncArgs("--kubeconfig", kubeconfig));
     assert.equal(r.code, 1, explain(r));
@@ -122,7 +123,7 @@ describe("sync: a real API server without the WasmPlugin CRD", { timeout: 120_00
   });
 
   test("--watch exits 1 on bad input instead of retrying forever", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     const watcher = new CliProcess(syncArgs("--kubeconfig", cluster.kubeconfig, "--watch"));
     const r = await watcher.exit(30_000);
     assert.equal(r.code, 1, explain(r));

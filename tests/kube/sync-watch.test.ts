@@ -3,10 +3,12 @@
 // control-plane upgrade), and exits 0 on SIGTERM and SIGINT.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { Admin, CliProcess, clusterFor, CuttableProxy, MODULE_ARGS, until, workDir, WP } from "./helpers.ts";
+import { Admin, CliProcess, startCluster, CuttableProxy, MODULE_ARGS, until, workDir, WP } from "./helpers.ts";
 import type { TestCluster } from "./harness.ts";
 
 let cluster: TestCluster | undefined;
+/** Why the suite skips locally (binaries not built), when it does. */
+let skip: string | undefined;
 let admin: Admin;
 let work: Awaited<ReturnType<typeof workDir>>;
 
@@ -32,8 +34,8 @@ async function printed(sync: CliProcess, line: string, n = 1, timeoutMs = FOLLOW
 }
 
 describe("traffic-guard sync --watch against a real API server", { timeout: 180_000 }, () => {
-  before(async (t) => {
-    cluster = await clusterFor(t);
+  before(async () => {
+    ({ cluster, skip } = await startCluster());
     if (!cluster) return;
     admin = new Admin(cluster.kubeconfig);
     await admin.installWasmPluginCrd(cluster);
@@ -45,7 +47,7 @@ describe("traffic-guard sync --watch against a real API server", { timeout: 180_
   });
 
   test("follows label changes within seconds and repairs WasmPlugins deleted or edited by hand; SIGTERM exits 0", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.createNamespace("early", { "traffic-guard": "enabled" });
     const sync = watchSync();
     try {
@@ -93,7 +95,7 @@ describe("traffic-guard sync --watch against a real API server", { timeout: 180_
   });
 
   test("survives a kube-apiserver restart and a dropped connection: changes made while it was cut off all land after it reconnects; SIGINT exits 0", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     // sync reaches the API server through a proxy the test can cut, so the changes below provably happen while
     // sync is disconnected; the admin client talks to the API server directly.
     const proxy = new CuttableProxy(cluster.apiPort);
@@ -148,7 +150,7 @@ describe("traffic-guard sync --watch against a real API server", { timeout: 180_
   });
 
   test("survives a kube-apiserver restart while connected directly", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.createNamespace("direct", { "traffic-guard": "enabled" });
     const sync = watchSync();
     try {

@@ -5,10 +5,12 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { renderSyncRbac } from "../../tools/sync.ts";
-import { Admin, clusterFor, MODULE_ARGS, runCli, workDir, type CliResult } from "./helpers.ts";
+import { Admin, startCluster, MODULE_ARGS, runCli, workDir, type CliResult } from "./helpers.ts";
 import type { TestCluster } from "./harness.ts";
 
 let cluster: TestCluster | undefined;
+/** Why the suite skips locally (binaries not built), when it does. */
+let skip: string | undefined;
 let admin: Admin;
 let work: Awaited<ReturnType<typeof workDir>>;
 
@@ -27,8 +29,8 @@ function explain(r: CliResult): string {
 }
 
 describe("traffic-guard sync against a real API server", { timeout: 180_000 }, () => {
-  before(async (t) => {
-    cluster = await clusterFor(t);
+  before(async () => {
+    ({ cluster, skip } = await startCluster());
     if (!cluster) return;
     admin = new Admin(cluster.kubeconfig);
     await admin.installWasmPluginCrd(cluster);
@@ -40,7 +42,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("creates a WasmPlugin in each labelled namespace, identical to what `manifests` prints, and mode dry-run where the label says dry-run", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.createNamespace("shop", { "traffic-guard": "enabled" });
     await admin.createNamespace("blog", { "traffic-guard": "dry-run" });
     await admin.createNamespace("plain");
@@ -72,7 +74,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("a second pass changes nothing: every namespace unchanged, no object rewritten", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     const first = await sync();
     assert.equal(first.code, 0, explain(first));
     const before = await admin.versions();
@@ -86,7 +88,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("relabelling a namespace to dry-run switches its WasmPlugin to mode dry-run, and enabled switches it back", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.label("shop", { "traffic-guard": "dry-run" });
     let r = await sync();
     assert.equal(r.code, 0, explain(r));
@@ -102,7 +104,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("removing the label deletes the WasmPlugin sync created there", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     assert.ok(await admin.plugin("blog"));
     await admin.label("blog", { "traffic-guard": null });
     const r = await sync();
@@ -113,7 +115,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("leaves WasmPlugins it does not manage alone: a same-named unmanaged one is skipped, a `manifests` one elsewhere is kept", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     // Hand-written, same name, no managed-by label, in a namespace that opts in.
     await admin.createNamespace("legacy");
     const handMade = {
@@ -148,7 +150,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("--dry-run prints what would be created, updated and deleted, and changes nothing", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.createNamespace("newcomer", { "traffic-guard": "enabled" });
     await admin.label("shop", { "traffic-guard": "dry-run" });
     await admin.createNamespace("leaving", { "traffic-guard": "enabled" });
@@ -178,7 +180,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("an unknown label value fails that namespace (exit 1) without touching it, and still reconciles the others", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     await admin.createNamespace("typo", { "traffic-guard": "enabled" });
     const setup = await sync();
     assert.equal(setup.code, 0, explain(setup));
@@ -201,7 +203,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
   });
 
   test("the ServiceAccount, ClusterRole and ClusterRoleBinding of `manifests --rbac` are enough to run sync, and nothing less is", async (t) => {
-    if (!cluster) return t.skip("no cluster");
+    if (!cluster) return t.skip(skip);
     const objects = parseAllDocuments(renderSyncRbac()).map((d) => d.toJS() as { kind: string; metadata: { name: string; namespace?: string } });
     assert.deepEqual(objects.map((o) => o.kind), ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]);
     const sa = objects[0].metadata;

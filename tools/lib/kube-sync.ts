@@ -210,7 +210,7 @@ export async function reconcileNamespace(
   settings: SyncSettings,
   namespace: string,
   ns: V1Namespace | undefined,
-  plugins: WasmPluginObject[],
+  plugins: readonly WasmPluginObject[],
 ): Promise<Outcome[]> {
   const intent = intentFor(ns, settings.label);
   const name = settings.plugin.name ?? DEFAULTS.name;
@@ -275,7 +275,7 @@ function byNamespace(plugins: WasmPluginObject[]): Map<string, WasmPluginObject[
 }
 
 /** Namespaces a pass must look at: every labelled one, and every one holding a WasmPlugin sync cares about. */
-function namespacesToVisit(namespaces: V1Namespace[], plugins: WasmPluginObject[], name: string): string[] {
+function namespacesToVisit(namespaces: readonly V1Namespace[], plugins: readonly WasmPluginObject[], name: string): string[] {
   const set = new Set<string>();
   for (const ns of namespaces) set.add(ns.metadata!.name!);
   for (const p of plugins) if (isAppliedBySync(p) || p.metadata?.name === name) set.add(p.metadata!.namespace!);
@@ -295,7 +295,7 @@ async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promis
   return results;
 }
 
-function countOptedIn(namespaces: V1Namespace[], label: string): number {
+function countOptedIn(namespaces: readonly V1Namespace[], label: string): number {
   return namespaces.filter((ns) => intentFor(ns, label).kind === "present").length;
 }
 
