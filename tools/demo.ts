@@ -4,7 +4,7 @@
  *   npm run demo                 build if needed, start, print where to point a browser or curl,
  *                                run until Ctrl-C
  *   npm run demo -- --attack     the same, then run the three attacks (a scripted client, a flood,
- *                                a probe for non-existent paths) while a normal visitor browses,
+ *                                a probe for non-existent paths) and let a normal visitor browse,
  *                                print which requests were blocked and why as it happens, print the
  *                                traffic_guard_* metrics, and stop (add --keep to stay up)
  *   --port <n>                   listener port (default 10000; 0 picks a free one)
@@ -150,7 +150,7 @@ async function probe(port: number, bans: BanWatcher): Promise<void> {
 }
 
 async function visitor(port: number): Promise<void> {
-  say("\n== meanwhile, a normal visitor (127.0.0.5) browses, with a stale link and no favicon");
+  say("\n== a normal visitor (127.0.0.5) browses the same site, with a stale link and no favicon");
   const pages = ["/", "/static/site.css", "/static/app.js", "/favicon.ico", "/api/items", "/old-page", "/api/cart"];
   const got = [];
   for (const p of pages) got.push(`${p} ${(await hit(port, p, "127.0.0.5", BROWSER_UA)).status}`);
