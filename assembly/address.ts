@@ -232,7 +232,8 @@ export function parseCidr(text: string): Cidr | null {
   let addr = slash < 0 ? text : text.substring(0, slash);
   let buf = String.UTF8.encode(addr);
   if (!parseIp(changetype<usize>(buf), <usize>buf.byteLength)) return null;
-  let v4 = isV4(parsedHi, parsedLo);
+  // A network written in IPv6 notation ("::ffff:10.0.0.0/104") keeps an IPv6 prefix length.
+  let v4 = isV4(parsedHi, parsedLo) && !addr.includes(":");
   let max = v4 ? 32 : 128;
   let bits = max;
   if (slash >= 0) {

@@ -20,7 +20,7 @@ const SOURCE_ADDRESS = bytes("source\0address");
 
 /** The resolved address came from the configured source (or its documented chain). */
 export const RESOLVED: i32 = 0;
-/** A header was present but unusable; the peer address was used. */
+/** A header was present but unusable; the next source in the chain (ultimately the peer address) was used. */
 export const FELL_BACK: i32 = 1;
 /** Not even the peer address could be parsed; the request is not accounted. */
 export const UNRESOLVED: i32 = 2;

@@ -133,13 +133,14 @@ export function parseDuration(s: string): i64 {
     else if (c == 0x68) { unit = 3_600_000; i++; }
     else if (c == 0x64) { unit = 86_400_000; i++; }
     else return -1;
+    if (n > <i64>MAX_DURATION_MS / unit) return -1; // n * unit would overflow before the total check
     total += n * unit;
     if (total > <i64>MAX_DURATION_MS) return -1;
   }
   return total;
 }
 
-/** Formats milliseconds as the shortest duration string ("90s", "1h30m", "250ms"). */
+/** Formats milliseconds as a duration string ("1m30s", "1h30m", "250ms"). */
 export function formatDuration(ms: u64): string {
   if (ms == 0) return "0s";
   let out = "";
@@ -368,12 +369,11 @@ function parseResponse(ck: Checker, v: JValue, cfg: Config): void {
 export function parseConfig(text: string): ParseResult {
   let res = new ParseResult();
   let cfg = new Config();
-  let trimmed = text.trim();
-  if (trimmed.length == 0) {
+  if (text.trim().length == 0) {
     res.config = cfg;
     return res;
   }
-  let parsed = parseJson(trimmed);
+  let parsed = parseJson(text); // untrimmed, so error positions match the text the operator wrote
   if (parsed.value === null) {
     res.errors.push("pluginConfig: " + parsed.error);
     return res;

@@ -233,6 +233,10 @@ class Reader {
   number(): JValue | null {
     let start = this.pos;
     if (this.s.charCodeAt(this.pos) == 0x2d) this.pos++;
+    if (this.pos + 1 < this.s.length && this.s.charCodeAt(this.pos) == 0x30) {
+      let next = this.s.charCodeAt(this.pos + 1);
+      if (next >= 0x30 && next <= 0x39) { this.pos++; return this.fail("no leading zeros"); }
+    }
     if (!this.digits()) return this.fail("a digit");
     if (this.pos < this.s.length && this.s.charCodeAt(this.pos) == 0x2e) {
       this.pos++;
