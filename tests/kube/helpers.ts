@@ -5,7 +5,7 @@ import {
   type KubernetesObject,
 } from "@kubernetes/client-node";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -137,7 +137,19 @@ export interface CliResult {
   stderr: string;
 }
 
-const CLI = join(REPO, "tools/cli.ts");
+/**
+ * The CLI the tests run: the bundle users get (dist/traffic-guard.mjs, built by `npm run build`, which `npm test`
+ * runs first) when it is newer than every source file under tools/, else tools/cli.ts through tsx. The bundle
+ * also starts about ten times faster, which matters for a suite that runs the CLI ~40 times.
+ */
+const CLI_ARGS: string[] = (() => {
+  const bundle = join(REPO, "dist/traffic-guard.mjs");
+  const newest = (dir: string): number =>
+    Math.max(0, ...readdirSync(dir, { withFileTypes: true }).map((e) =>
+      e.isDirectory() ? newest(join(dir, e.name)) : e.name.endsWith(".ts") ? statSync(join(dir, e.name)).mtimeMs : 0));
+  if (existsSync(bundle) && statSync(bundle).mtimeMs > newest(join(REPO, "tools"))) return [bundle];
+  return ["--import", "tsx", join(REPO, "tools/cli.ts")];
+})();
 
 function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessEnv {
   // No ambient configuration may leak in: each test names its kubeconfig (or deliberately none).
@@ -149,7 +161,7 @@ function cliEnv(extra: Record<string, string | undefined> = {}): NodeJS.ProcessE
 /** Runs `traffic-guard <args>` to completion. */
 export function runCli(args: string[], env: Record<string, string | undefined> = {}, timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO, env: cliEnv(env) });
+    const child = spawn(process.execPath, [...CLI_ARGS, ...args], { cwd: REPO, env: cliEnv(env) });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -173,7 +185,7 @@ export class CliProcess {
   private readonly exited: Promise<CliResult>;
 
   constructor(args: string[], env: Record<string, string | undefined> = {}) {
-    this.child = spawn(process.execPath, ["--import", "tsx", CLI, ...args], { cwd: REPO, env: cliEnv(env) });
+    this.child = spawn(process.execPath, [...CLI_ARGS, ...args], { cwd: REPO, env: cliEnv(env) });
     this.child.stdout!.on("data", (d) => (this.stdout += d));
     this.child.stderr!.on("data", (d) => (this.stderr += d));
     this.exited = new Promise((resolve) => {
