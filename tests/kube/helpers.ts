@@ -4,7 +4,7 @@ import {
   ApiextensionsV1Api, CoreV1Api, CustomObjectsApi, KubeConfig, KubernetesObjectApi, PatchStrategy,
   type KubernetesObject,
 } from "@kubernetes/client-node";
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { createServer, connect, type Server, type Socket } from "node:net";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -175,6 +175,70 @@ export function runCli(args: string[], env: Record<string, string | undefined> =
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** What a pod's service account gives a process: the files under /var/run/secrets and two environment variables. */
+export interface PodIdentity {
+  token: string;
+  caFile: string;
+  namespace: string;
+  port: number;
+}
+
+/**
+ * Runs `traffic-guard <args>` as if in a pod: in a private mount namespace (unshare, root only) /run is a fresh
+ * tmpfs holding /var/run/secrets/kubernetes.io/serviceaccount/{token,ca.crt,namespace}, and
+ * KUBERNETES_SERVICE_HOST/PORT point at the API server. No kubeconfig exists, so the CLI must use the in-cluster
+ * configuration. The machine's real /run is untouched.
+ */
+export async function runCliInPod(args: string[], pod: PodIdentity, timeoutMs = 60_000): Promise<CliResult> {
+  const home = await mkdtemp(join(tmpdir(), "traffic-guard-pod-home-"));
+  const tokenFile = join(home, "token");
+  await writeFile(tokenFile, pod.token);
+  const script = [
+    "set -e",
+    "mount -t tmpfs tmpfs /run",
+    "d=/var/run/secrets/kubernetes.io/serviceaccount",
+    "mkdir -p $d",
+    'cp "$POD_TOKEN" $d/token',
+    'cp "$POD_CA" $d/ca.crt',
+    'printf %s "$POD_NAMESPACE" > $d/namespace',
+    'exec "$@"',
+  ].join("\n");
+  try {
+    return await new Promise((resolve, reject) => {
+      const child = spawn("unshare", ["--mount", "--propagation", "private", "sh", "-c", script, "sh", process.execPath, ...CLI_ARGS, ...args], {
+        cwd: REPO,
+        env: cliEnv({
+          HOME: home, KUBECONFIG: undefined,
+          KUBERNETES_SERVICE_HOST: "127.0.0.1", KUBERNETES_SERVICE_PORT: String(pod.port),
+          POD_TOKEN: tokenFile, POD_CA: pod.caFile, POD_NAMESPACE: pod.namespace,
+        }),
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout.on("data", (d) => (stdout += d));
+      child.stderr.on("data", (d) => (stderr += d));
+      const timer = setTimeout(() => {
+        child.kill("SIGKILL");
+        reject(new Error(`traffic-guard ${args.join(" ")} (in a pod) did not finish in ${timeoutMs} ms\n${stderr}`));
+      }, timeoutMs);
+      child.on("close", (code, signal) => {
+        clearTimeout(timer);
+        resolve({ code, signal, stdout, stderr });
+      });
+    });
+  } finally {
+    await rm(home, { recursive: true, force: true });
+  }
+}
+
+/** Why runCliInPod cannot work here (not root, or no unshare), or undefined when it can. */
+export function podSimulationUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return "simulating a pod needs root (a private mount namespace with unshare)";
+  const probe = spawnSync("unshare", ["--mount", "--propagation", "private", "sh", "-c", "mount -t tmpfs tmpfs /run"], { encoding: "utf8" });
+  if (probe.status !== 0) return `unshare --mount failed: ${probe.error?.message ?? probe.stderr.trim()}`;
+  return undefined;
 }
 
 /** A long-running `traffic-guard sync --watch`. */

@@ -5,8 +5,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
 import { renderSyncRbac } from "../../tools/sync.ts";
-import { Admin, startCluster, MODULE_ARGS, runCli, workDir, type CliResult } from "./helpers.ts";
-import type { TestCluster } from "./harness.ts";
+import { Admin, MODULE_ARGS, podSimulationUnavailable, runCli, runCliInPod, startCluster, workDir, type CliResult } from "./helpers.ts";
+import { IN_CI, type TestCluster } from "./harness.ts";
 
 let cluster: TestCluster | undefined;
 /** Why the suite skips locally (binaries not built), when it does. */
@@ -202,7 +202,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
     assert.equal(fixed.code, 0, explain(fixed));
   });
 
-  test("the ServiceAccount, ClusterRole and ClusterRoleBinding of `manifests --rbac` are enough to run sync, and nothing less is", async (t) => {
+  test("the ServiceAccount, ClusterRole and ClusterRoleBinding of `manifests --rbac` are enough to run sync, with a kubeconfig or in a pod, and nothing less is", async (t) => {
     if (!cluster) return t.skip(skip);
     const objects = parseAllDocuments(renderSyncRbac()).map((d) => d.toJS() as { kind: string; metadata: { name: string; namespace?: string } });
     assert.deepEqual(objects.map((o) => o.kind), ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]);
@@ -255,5 +255,20 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
     assert.equal(r.code, 0, explain(r));
     assert.deepEqual(linesFor(r, "rbac-in"), ["updated      rbac-in/traffic-guard (mode enforce)"]);
     assert.equal((await admin.plugin("rbac-in"))!.spec.priority, 1000);
+
+    // The same ServiceAccount from inside a pod: no kubeconfig, the in-cluster configuration.
+    const unavailable = podSimulationUnavailable();
+    if (unavailable) {
+      if (IN_CI) assert.fail(`CI=true: ${unavailable}`);
+      return t.diagnostic(`in-pod run not checked: ${unavailable}`);
+    }
+    await admin.label("rbac-in", { "traffic-guard": "dry-run" });
+    const inPod = await runCliInPod(["sync", "--policy", work.policy, ...MODULE_ARGS], {
+      token: tokenRequest.status!.token, caFile: `${cluster.dir}/ca.crt`, namespace: sa.namespace!, port: cluster.apiPort,
+    });
+    assert.equal(inPod.code, 0, explain(inPod));
+    assert.match(inPod.stderr, new RegExp(`^sync: https://127\\.0\\.0\\.1:${cluster.apiPort} \\(in-cluster configuration\\)$`, "m"));
+    assert.deepEqual(linesFor(inPod, "rbac-in"), ["updated      rbac-in/traffic-guard (mode dry-run)"]);
+    await admin.label("rbac-in", { "traffic-guard": null });
   });
 });

@@ -359,7 +359,7 @@ export interface WatchLog {
   err: (line: string) => void;
 }
 
-/** Timings of the watcher; tests shorten them. */
+/** Backoff and resync timings of the watcher. */
 export interface WatchTimings {
   /** First retry delay after a watch or reconcile error, doubled up to maxBackoffMs. */
   backoffMs: number;
