@@ -114,7 +114,7 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
     assert.ok(await admin.plugin("shop"), "the labelled namespace keeps its WasmPlugin");
   });
 
-  test("leaves WasmPlugins it does not manage alone: a same-named unmanaged one is skipped, a `manifests` one elsewhere is kept", async (t) => {
+  test("leaves WasmPlugins it does not manage alone: a same-named unmanaged one is skipped, a `manifests` one elsewhere is kept until its namespace opts in", async (t) => {
     if (!cluster) return t.skip(skip);
     // Hand-written, same name, no managed-by label, in a namespace that opts in.
     await admin.createNamespace("legacy");
@@ -147,6 +147,18 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
     assert.equal(after.get("mesh-root/traffic-guard"), before.get("mesh-root/traffic-guard"), "the manifests object is not deleted");
     assert.deepEqual((await admin.plugin("legacy"))!.spec, handMade.spec);
     await admin.label("legacy", { "traffic-guard": null });
+
+    // Once its namespace opts in, the `manifests` object is traffic-guard's: sync adopts it (one apply, which
+    // makes it the field manager) and from then on removes it when the namespace opts out.
+    await admin.label("mesh-root", { "traffic-guard": "enabled" });
+    const adopt = await sync();
+    assert.equal(adopt.code, 0, explain(adopt));
+    assert.deepEqual(linesFor(adopt, "mesh-root"), ["updated      mesh-root/traffic-guard (mode enforce)"]);
+    await admin.label("mesh-root", { "traffic-guard": null });
+    const optOut = await sync();
+    assert.deepEqual(linesFor(optOut, "mesh-root"), ["deleted      mesh-root/traffic-guard (namespace no longer opts in)"]);
+    assert.deepEqual(linesFor(optOut, "legacy"), [], "the unmanaged object stays, label or not");
+    assert.ok(await admin.plugin("legacy"));
   });
 
   test("--dry-run prints what would be created, updated and deleted, and changes nothing", async (t) => {

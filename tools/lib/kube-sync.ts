@@ -246,8 +246,10 @@ export async function reconcileNamespace(
     return [{ namespace, name, action: "failed", detail: `${(err as Error).message}${details}` }];
   }
   const mode = effectiveMode(settings.plugin, intent.mode);
-  // Already as desired: no request at all, so a second pass (and every watch echo of our own write) is free.
-  if (existing && alreadyApplied(existing, desired)) {
+  // Already as desired and already ours: no request at all, so a second pass (and every watch echo of our own
+  // write) is free. A managed object someone applied by hand from `manifests` is applied once, so that sync owns
+  // it from then on and removes it when the namespace opts out.
+  if (existing && isAppliedBySync(existing) && alreadyApplied(existing, desired)) {
     return [{ namespace, name, action: "unchanged", detail: mode }];
   }
   try {
