@@ -9,7 +9,7 @@
 //   TokenRequest API and run sync as that ServiceAccount;
 // - authorization mode RBAC only, so the ServiceAccount gets exactly what the traffic-guard ClusterRole grants.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createWriteStream, existsSync } from "node:fs";
+import { createWriteStream, existsSync, rmSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { request } from "node:https";
 import { createServer } from "node:net";
@@ -309,12 +309,23 @@ async function stopProcess(child: ChildProcess | undefined, graceMs = 10_000): P
   clearTimeout(timer);
 }
 
-// A test that crashes must not leave etcd or kube-apiserver running behind it.
+// A test that crashes, or a test run that is interrupted, must not leave etcd or kube-apiserver running.
 const live = new Set<TestCluster>();
-process.on("exit", () => {
+/** Other child processes to kill if the test process dies (the CLI under test). */
+export const liveChildren = new Set<ChildProcess>();
+function killAll(): void {
+  for (const child of liveChildren) if (child.exitCode === null) child.kill("SIGKILL");
   for (const cluster of live) {
     for (const child of [(cluster as unknown as { apiserver?: ChildProcess }).apiserver, (cluster as unknown as { etcd?: ChildProcess }).etcd]) {
       if (child && child.exitCode === null) child.kill("SIGKILL");
     }
+    if (process.env.KEEP_KUBE_DIR !== "1") rmSync(cluster.dir, { recursive: true, force: true });
   }
-});
+}
+process.on("exit", killAll);
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.once(signal, () => {
+    killAll();
+    process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+  });
+}

@@ -11,7 +11,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { wasmPluginCrd, WASMPLUGIN_CRD } from "./crd.ts";
-import { findKubeBinaries, IN_CI, REPO, TestCluster, type KubeBinaries } from "./harness.ts";
+import { findKubeBinaries, IN_CI, liveChildren, REPO, TestCluster, type KubeBinaries } from "./harness.ts";
 
 /** The WasmPlugin API coordinates. */
 export const WP = { group: "extensions.istio.io", version: "v1alpha1", plural: "wasmplugins" } as const;
@@ -250,6 +250,8 @@ export class CliProcess {
 
   constructor(args: string[], env: Record<string, string | undefined> = {}) {
     this.child = spawn(process.execPath, [...CLI_ARGS, ...args], { cwd: REPO, env: cliEnv(env) });
+    liveChildren.add(this.child);
+    this.child.on("exit", () => liveChildren.delete(this.child));
     this.child.stdout!.on("data", (d) => (this.stdout += d));
     this.child.stderr!.on("data", (d) => (this.stderr += d));
     this.exited = new Promise((resolve) => {
