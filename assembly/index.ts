@@ -17,6 +17,13 @@ import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
 
+// The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
+// path, and garbage is collected explicitly. A finished stream is the one point where everything alive is
+// reachable from globals (the SDK's context map still holds the stream being deleted), so a full
+// collection runs every COLLECT_EVERY deletions. Live data is small (config, table view, open streams).
+const COLLECT_EVERY: i32 = 1024;
+let deletions: i32 = 0;
+
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
@@ -140,6 +147,13 @@ class GuardHttp extends Context {
     if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
     return FilterHeadersStatusValues.Continue;
+  }
+
+  onDelete(): void {
+    if (++deletions >= COLLECT_EVERY) {
+      deletions = 0;
+      __collect();
+    }
   }
 
   // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
