@@ -55,7 +55,7 @@ export function findKubeBinaries(): BinaryLookup {
     if (!IN_CI) {
       return {
         ok: false,
-        reason: `kube-apiserver/etcd are not built yet (${check.stderr.trim().replace(/\n/g, "; ")}); run scripts/kube-bins.sh once (about 20 minutes on 2 cores)`,
+        reason: `kube-apiserver/etcd are not built yet (${check.stderr.trim().replace(/\n/g, "; ")}); run scripts/kube-bins.sh once (about 9 minutes and 2.4 GB of RAM on 2 cores)`,
       };
     }
     const build = spawnSync("bash", [script], { encoding: "utf8", stdio: ["ignore", "pipe", "inherit"] });
