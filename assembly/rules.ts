@@ -20,7 +20,7 @@ export const DENY_LIST: i32 = 5;
 
 /** Set by the evaluators when a ban was started: its rule index, or -1. */
 export let banStartedRule: i32 = -1;
-/** Whether the evaluators changed the record (so it must be written back). */
+/** Whether the evaluators took a token or started a ban (so the record must be written back). */
 export let dirty: bool = false;
 
 /** Bans the client for the next escalated duration of `rule`. */
@@ -37,9 +37,13 @@ function consume(r: usize, rule: i32, now: u64, cfg: Config): bool {
   let level = rec.tokens(r, rule);
   if (hasToken(level)) {
     rec.setTokens(r, rule, take(level));
+    dirty = true;
     return true;
   }
-  if (cfg.rules[rule].banMs > 0) startBan(r, rule, now, cfg);
+  if (cfg.rules[rule].banMs > 0) {
+    startBan(r, rule, now, cfg);
+    dirty = true;
+  }
   return false;
 }
 
@@ -54,7 +58,8 @@ export function onRequest(r: usize, cfg: Config, uaMatched: bool, now: u64): i32
   if (rec.isBanned(r, now)) return DENY_BANNED;
   let errors = cfg.rules[RULE_ERRORS];
   if (errors.enabled && errors.banMs == 0 && !hasToken(rec.tokens(r, RULE_ERRORS))) return DENY_ERRORS;
-  dirty = true;
+  // Only a taken token or a started ban is written back: a refill alone is recomputed from the same
+  // timestamps by the next reader, so skipping its write loses nothing.
   if (cfg.rules[RULE_RATE].enabled && !consume(r, RULE_RATE, now, cfg)) return DENY_RATE;
   if (uaMatched && cfg.rules[RULE_UA].enabled && !consume(r, RULE_UA, now, cfg)) return DENY_UA;
   return PASS;
@@ -68,6 +73,5 @@ export function onErrorResponse(r: usize, cfg: Config, now: u64): void {
   banStartedRule = -1;
   dirty = false;
   if (rec.isBanned(r, now)) return; // already banned: nothing more to learn from this response
-  dirty = true;
   consume(r, RULE_ERRORS, now, cfg);
 }
