@@ -4,7 +4,6 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { parse, parseAllDocuments } from "yaml";
-import { renderSyncRbac } from "../../tools/sync.ts";
 import { Admin, MODULE_ARGS, podSimulationUnavailable, runCli, runCliInPod, startCluster, workDir, type CliResult } from "./helpers.ts";
 import { IN_CI, type TestCluster } from "./harness.ts";
 
@@ -216,7 +215,9 @@ describe("traffic-guard sync against a real API server", { timeout: 180_000 }, (
 
   test("the ServiceAccount, ClusterRole and ClusterRoleBinding of `manifests --rbac` are enough to run sync, with a kubeconfig or in a pod, and nothing less is", async (t) => {
     if (!cluster) return t.skip(skip);
-    const objects = parseAllDocuments(renderSyncRbac()).map((d) => d.toJS() as { kind: string; metadata: { name: string; namespace?: string } });
+    const printed = await runCli(["manifests", "--rbac"]);
+    assert.equal(printed.code, 0, printed.stderr);
+    const objects = parseAllDocuments(printed.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string; namespace?: string } });
     assert.deepEqual(objects.map((o) => o.kind), ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]);
     const sa = objects[0].metadata;
     await admin.createNamespace(sa.namespace!);
