@@ -140,22 +140,6 @@ export function parseDuration(s: string): i64 {
   return total;
 }
 
-/** Formats milliseconds as a duration string ("1m30s", "1h30m", "250ms"). */
-export function formatDuration(ms: u64): string {
-  if (ms == 0) return "0s";
-  let out = "";
-  let d = ms / 86_400_000; ms %= 86_400_000;
-  let h = ms / 3_600_000; ms %= 3_600_000;
-  let m = ms / 60_000; ms %= 60_000;
-  let s = ms / 1000; ms %= 1000;
-  if (d > 0) out += d.toString() + "d";
-  if (h > 0) out += h.toString() + "h";
-  if (m > 0) out += m.toString() + "m";
-  if (s > 0) out += s.toString() + "s";
-  if (ms > 0) out += ms.toString() + "ms";
-  return out;
-}
-
 // True for RFC 7230 token characters, restricted to lowercase (header names travel lowercased in Envoy).
 function isHeaderName(s: string): bool {
   if (s.length == 0 || s.length > 128) return false;

@@ -11,14 +11,19 @@ const NO_GRPC_STATUS: u32 = 0xffffffff; // -1: not a gRPC reply
 const DETAILS: string[] = ["", "traffic_guard_rate", "traffic_guard_user_agent", "traffic_guard_errors", "traffic_guard_banned", "traffic_guard_deny"];
 
 // Serialises header pairs as the ABI wants them: count, (key length, value length)*, then key\0value\0...
-function serialize(names: ArrayBuffer[], values: ArrayBuffer[]): ArrayBuffer {
+// With retryAfter > 0 a retry-after pair is appended, its digits written in place (no string is built).
+function serialize(names: ArrayBuffer[], values: ArrayBuffer[], retryAfter: u64): ArrayBuffer {
   let n = names.length;
-  let size = 4 + 8 * n;
+  let digits = 0;
+  for (let v = retryAfter; v > 0; v /= 10) digits++;
+  let pairs = n + (digits > 0 ? 1 : 0);
+  let size = 4 + 8 * pairs;
   for (let i = 0; i < n; i++) size += names[i].byteLength + values[i].byteLength + 2;
-  let out = new ArrayBuffer(size);
+  if (digits > 0) size += RETRY_AFTER.byteLength + digits + 2;
+  let out = new ArrayBuffer(size); // zero-filled, so every NUL terminator is already in place
   let p = changetype<usize>(out);
-  store<u32>(p, n);
-  let data = p + 4 + 8 * <usize>n;
+  store<u32>(p, pairs);
+  let data = p + 4 + 8 * <usize>pairs;
   for (let i = 0; i < n; i++) {
     store<u32>(p + 4 + 8 * <usize>i, names[i].byteLength);
     store<u32>(p + 8 + 8 * <usize>i, values[i].byteLength);
@@ -26,6 +31,13 @@ function serialize(names: ArrayBuffer[], values: ArrayBuffer[]): ArrayBuffer {
     data += <usize>names[i].byteLength + 1;
     memory.copy(data, changetype<usize>(values[i]), values[i].byteLength);
     data += <usize>values[i].byteLength + 1;
+  }
+  if (digits > 0) {
+    store<u32>(p + 4 + 8 * <usize>n, RETRY_AFTER.byteLength);
+    store<u32>(p + 8 + 8 * <usize>n, digits);
+    memory.copy(data, changetype<usize>(RETRY_AFTER), RETRY_AFTER.byteLength);
+    data += <usize>RETRY_AFTER.byteLength + 1;
+    for (let i = digits - 1, v = retryAfter; i >= 0; i--, v /= 10) store<u8>(data + <usize>i, <u8>(0x30 + v % 10));
   }
   return out;
 }
@@ -46,20 +58,13 @@ export class LocalReply {
       this.names.push(String.UTF8.encode(cfg.responseHeaderNames[i]));
       this.values.push(String.UTF8.encode(cfg.responseHeaderValues[i]));
     }
-    this.headers = serialize(this.names, this.values);
+    this.headers = serialize(this.names, this.values, 0);
     for (let i = 0; i < DETAILS.length; i++) this.details.push(String.UTF8.encode(DETAILS[i]));
   }
 
   /** Sends the reply for `reason`; retryAfter > 0 adds a retry-after header with that many seconds. */
   send(reason: i32, retryAfter: u64): void {
-    let headers = this.headers;
-    if (retryAfter > 0) {
-      let names = this.names.slice(0);
-      let values = this.values.slice(0);
-      names.push(RETRY_AFTER);
-      values.push(String.UTF8.encode(retryAfter.toString()));
-      headers = serialize(names, values);
-    }
+    let headers = retryAfter > 0 ? serialize(this.names, this.values, retryAfter) : this.headers;
     let details = this.details[reason];
     imports.proxy_send_local_response(this.status, changetype<usize>(details), details.byteLength,
       changetype<usize>(this.body), this.body.byteLength, changetype<usize>(headers), headers.byteLength, NO_GRPC_STATUS);
