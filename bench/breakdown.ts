@@ -6,9 +6,9 @@
  *
  * Options: --duration <s> (3), --reps <n> (5), --connections <n> (16).
  */
-import { startEnvoy, type RunningEnvoy } from "../tools/envoy-process.ts";
-import type { HttpFilterSpec } from "../tools/envoy-config.ts";
-import { compileModule, ensureFilterBuilt } from "../tools/wasm-build.ts";
+import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
+import type { HttpFilterSpec } from "../dev/envoy-config.ts";
+import { compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
 
 const never = { requests: 1_000_000, per: "1s" };

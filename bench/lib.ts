@@ -6,8 +6,8 @@ import { execFile, execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { REPO_ROOT } from "../tools/envoy.ts";
-import type { RunningEnvoy } from "../tools/envoy-process.ts";
+import { REPO_ROOT } from "../dev/envoy.ts";
+import type { RunningEnvoy } from "../dev/envoy-process.ts";
 
 const execFileAsync = promisify(execFile);
 

@@ -17,10 +17,10 @@
  */
 import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
-import { ensureEnvoy } from "../tools/envoy.ts";
-import { startEnvoy, type RunningEnvoy } from "../tools/envoy-process.ts";
-import { BENCH_CONFIGS, benchListener, type BenchConfig } from "../tools/envoy-topologies.ts";
-import { compileModule, ensureFilterBuilt } from "../tools/wasm-build.ts";
+import { ensureEnvoy } from "../dev/envoy.ts";
+import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
+import { BENCH_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { boostPriority, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 /** Parsed command-line options. */

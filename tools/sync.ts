@@ -1,9 +1,10 @@
 // The `traffic-guard sync` subcommand: per-namespace opt-in by label (see tools/lib/kube-sync.ts for the rules).
 //
-// Registered into the CLI by tools/cli.ts with registerSync(program, io, shared). `shared` hands over the pieces of
-// `manifests` that turn --image/--url/--sha256 into spec.url/spec.sha256 and locate the compiled filter, so the
-// WasmPlugins sync applies are built exactly like the ones `manifests` prints (same function, same defaults).
-import { Command, InvalidArgumentError } from "commander";
+// It turns --image/--url/--sha256 into spec.url/spec.sha256 with the same function as `manifests`
+// (tools/lib/command.ts) and builds the WasmPlugins with the same builder, so what sync applies is exactly what
+// `manifests` prints.
+import { InvalidArgumentError, type Command } from "commander";
+import { resolveModuleSource, type CommandContext } from "./lib/command.ts";
 import { describeError, UserError } from "./lib/errors.ts";
 import { loadKubeConfig } from "./lib/kube.ts";
 import {
@@ -14,20 +15,6 @@ import { syncRbacObjects, RBAC_DEFAULTS } from "./lib/kube-rbac.ts";
 import { renderYaml, type PluginSpecInput } from "./lib/manifests.ts";
 import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
-
-/** Output streams (the CLI's CliIO satisfies this). */
-export interface SyncIO {
-  stdout: (text: string) => void;
-  stderr: (text: string) => void;
-}
-
-/** What sync borrows from `manifests` (tools/cli.ts) so both build the same objects. */
-export interface ManifestsShared {
-  /** --image/--url/--sha256 to spec.url/spec.sha256, with the same checks and messages as `manifests`. */
-  resolveModuleSource(opts: { image?: string; url?: string; sha256?: string }): { url: string; sha256?: string };
-  /** The compiled filter that validates policies. */
-  defaultWasm: string;
-}
 
 interface SyncOptions {
   policy?: string;
@@ -52,11 +39,9 @@ function labelKey(value: string): string {
   return value;
 }
 
-const defaultIO: SyncIO = { stdout: (t) => process.stdout.write(t), stderr: (t) => process.stderr.write(t) };
-
 /** Reads and checks the policy like `manifests` does; also checks it with mode dry-run, which `dry-run` namespaces get. */
-async function pluginInput(opts: SyncOptions, shared: ManifestsShared): Promise<PluginSpecInput> {
-  const source = shared.resolveModuleSource(opts);
+async function pluginInput(opts: SyncOptions): Promise<PluginSpecInput> {
+  const source = resolveModuleSource(opts);
   const pluginConfig = opts.policy !== undefined ? policyAsPluginConfig(await readPolicyFile(opts.policy)) : {};
   const wasm = await loadProxyWasm(opts.wasm);
   for (const config of [pluginConfig, { ...pluginConfig, mode: "dry-run" }]) {
@@ -67,7 +52,7 @@ async function pluginInput(opts: SyncOptions, shared: ManifestsShared): Promise<
 }
 
 /** Adds `traffic-guard sync` to the program. */
-export function registerSync(program: Command, io: SyncIO = defaultIO, shared?: ManifestsShared): Command {
+export function registerSync(program: Command, { io, defaultWasm }: CommandContext): Command {
   return program
     .command("sync")
     .description("keep a WasmPlugin in every namespace labelled traffic-guard=enabled (or =dry-run), and remove it when the label goes")
@@ -80,7 +65,7 @@ export function registerSync(program: Command, io: SyncIO = defaultIO, shared?: 
     .option("--label <key>", `namespace label key; values: ${Object.keys(LABEL_VALUES).join(", ")}`, labelKey, DEFAULT_LABEL)
     .option("--dry-run", "print what would change (server-side dry run) and change nothing")
     .option("--watch", "keep reconciling as namespaces and WasmPlugins change, until SIGTERM or SIGINT")
-    .option("--wasm <file>", "the compiled filter used to validate the policy", shared?.defaultWasm)
+    .option("--wasm <file>", "the compiled filter used to validate the policy", defaultWasm)
     .addHelpText(
       "after",
       `\nOpt a namespace in:  kubectl label namespace shop traffic-guard=enabled   (or =dry-run: mode dry-run)\n` +
@@ -88,12 +73,11 @@ export function registerSync(program: Command, io: SyncIO = defaultIO, shared?: 
         `RBAC for running it in a cluster: traffic-guard manifests --rbac`,
     )
     .action(async (opts: SyncOptions, command: Command) => {
-      if (!shared) throw new Error("registerSync was called without the manifests helpers (tools/cli.ts wires them)");
       if ((opts.image === undefined) === (opts.url === undefined)) {
         command.error("error: give exactly one of --image or --url", { exitCode: 2, code: "traffic-guard.usage" });
       }
       if (!opts.wasm) throw new UserError("--wasm: no compiled filter to validate the policy with");
-      const settings: SyncSettings = { label: opts.label, dryRun: opts.dryRun === true, plugin: await pluginInput(opts, shared) };
+      const settings: SyncSettings = { label: opts.label, dryRun: opts.dryRun === true, plugin: await pluginInput(opts) };
       const loaded = loadKubeConfig({ kubeconfig: opts.kubeconfig, context: opts.context });
       const client = new SyncClient(loaded);
       io.stderr(`sync: ${loaded.server} (${loaded.source})${settings.dryRun ? ", dry run" : ""}\n`);

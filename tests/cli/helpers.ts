@@ -26,7 +26,7 @@ let bundled = false;
 export function ensureBuilt(): void {
   if (!existsSync(WASM)) throw new Error(`${WASM} is missing: run \`npm run build\` first`);
   if (bundled) return;
-  const r = spawnSync(process.execPath, [join(ROOT, "tools", "build-cli.mjs")], { encoding: "utf8" });
+  const r = spawnSync(process.execPath, [join(ROOT, "scripts", "build-cli.mjs")], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`bundling the CLI failed:\n${r.stdout}\n${r.stderr}`);
   bundled = true;
 }

@@ -5,7 +5,7 @@ import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { stringify } from "yaml";
-import { Host } from "../host/emulator.ts";
+import { Host } from "../emulator/emulator.ts";
 import { checkPolicy, readPolicyFile } from "../../tools/lib/policy.ts";
 import { configureFilter, problemsFromLogs } from "../../tools/lib/proxy-wasm-host.ts";
 import { ensureBuilt, FIXTURES, lines, runCli, tempDir, WASM } from "./helpers.ts";

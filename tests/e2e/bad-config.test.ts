@@ -11,10 +11,10 @@ import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { test } from "node:test";
-import { REPO_ROOT } from "../../tools/envoy.ts";
-import { EnvoyConfigInvalidError, makeEcdsDir, removeBootstrapDir, validateBootstrap, writeBootstrap, writeEcdsFile, type RunningEnvoy } from "../../tools/envoy-process.ts";
-import { edgeSpec } from "../../tools/envoy-topologies.ts";
-import type { WasmFilterSpec } from "../../tools/envoy-config.ts";
+import { REPO_ROOT } from "../../dev/envoy.ts";
+import { EnvoyConfigInvalidError, makeEcdsDir, removeBootstrapDir, validateBootstrap, writeBootstrap, writeEcdsFile, type RunningEnvoy } from "../../dev/envoy-process.ts";
+import { edgeSpec } from "../../dev/envoy-topologies.ts";
+import type { WasmFilterSpec } from "../../dev/envoy-config.ts";
 import { assertMetrics, banLines, e2e, get, guardFilter, guardMetrics, portOf, requireEnvironment } from "./harness.ts";
 
 const INVALID = '{"rules":{"rate":{"limit":{"requests":10,"per":"abc"}}}}';

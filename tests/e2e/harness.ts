@@ -12,10 +12,10 @@ import { existsSync } from "node:fs";
 import { request, Agent, type IncomingHttpHeaders } from "node:http";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { ensureEnvoy, REPO_ROOT, type EnvoyInstall } from "../../tools/envoy.ts";
-import { startEnvoy, type RunningEnvoy, type StartOptions } from "../../tools/envoy-process.ts";
-import { startSampleApp, type SampleApp } from "../../tools/sample-app.ts";
-import type { WasmFilterSpec } from "../../tools/envoy-config.ts";
+import { ensureEnvoy, REPO_ROOT, type EnvoyInstall } from "../../dev/envoy.ts";
+import { startEnvoy, type RunningEnvoy, type StartOptions } from "../../dev/envoy-process.ts";
+import { startSampleApp, type SampleApp } from "../../dev/sample-app.ts";
+import type { WasmFilterSpec } from "../../dev/envoy-config.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -61,7 +61,7 @@ export function requireEnvironment(t: TestContext, tools: string[] = []): boolea
   return true;
 }
 
-export { compileModule } from "../../tools/wasm-build.ts";
+export { compileModule } from "../../dev/wasm-build.ts";
 
 /** The traffic-guard filter as a WasmPlugin named default/traffic-guard would render. */
 export function guardFilter(pluginConfig: object | string, extra: Partial<WasmFilterSpec> = {}): WasmFilterSpec {

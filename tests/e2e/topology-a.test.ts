@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { Agent } from "node:http";
 import { setTimeout as sleep } from "node:timers/promises";
-import { edgeSpec } from "../../tools/envoy-topologies.ts";
+import { edgeSpec } from "../../dev/envoy-topologies.ts";
 import {
   assertMetrics, banLines, curl, e2e, get, guardFilter, guardMetrics, hasIpv6Loopback, portOf, statusCounts, type Reply,
 } from "./harness.ts";

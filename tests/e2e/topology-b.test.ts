@@ -4,9 +4,9 @@
 // (x-forwarded-for, x-envoy-external-address, source.address); then traffic-guard itself must key on
 // the real client, and forged headers must neither let a client escape nor frame someone else.
 import assert from "node:assert/strict";
-import { edgeSpec, gatewaySpec, sidecarSpec } from "../../tools/envoy-topologies.ts";
-import type { RunningEnvoy } from "../../tools/envoy-process.ts";
-import type { WasmFilterSpec } from "../../tools/envoy-config.ts";
+import { edgeSpec, gatewaySpec, sidecarSpec } from "../../dev/envoy-topologies.ts";
+import type { RunningEnvoy } from "../../dev/envoy-process.ts";
+import type { WasmFilterSpec } from "../../dev/envoy-config.ts";
 import { assertMetrics, banLines, compileModule, e2e, get, guardFilter, portOf, type Stack } from "./harness.ts";
 
 /** What the probe filter in the sidecar reported for one request. */

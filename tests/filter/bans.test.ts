@@ -1,7 +1,7 @@
 // Token buckets, ban expiry, Retry-After, escalation, forgetAfter, plain rate limiting and dry-run.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Host, RequestOptions } from "../host/emulator.ts";
+import type { Host, RequestOptions } from "../emulator/emulator.ts";
 import {
   M, start, rateRule, errorsRule, uaRule, assertPassed, assertDenied, assertOnlyMetrics, assertMetrics, assertHostClean,
   assertNoRequestPathLogs, bans, BAN_LINE_EXACT,

@@ -3,7 +3,7 @@
 // with a 1-per-hour rate limit the second identical request bans exactly that address.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Host, RequestOptions } from "../host/emulator.ts";
+import type { Host, RequestOptions } from "../emulator/emulator.ts";
 import { M, start, tableKeys, rateRule, assertPassed, assertDenied, bans, assertHostClean } from "./helpers.ts";
 
 const PEER = "192.0.2.50:34567";

@@ -2,7 +2,7 @@
 // first write to a never-used key, and failing open when shared data misbehaves.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { WasmResult, type HttpStream } from "../host/emulator.ts";
+import { WasmResult, type HttpStream } from "../emulator/emulator.ts";
 import {
   M, start, tableKeys, rateRule, uaRule, errorsRule, assertPassed, assertDenied, assertHostClean, bans, prng, passedCount,
 } from "./helpers.ts";

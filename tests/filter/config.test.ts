@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { readdirSync, readFileSync, existsSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Host } from "../host/emulator.ts";
+import { Host } from "../emulator/emulator.ts";
 import { M, cfg, rateRule, assertPassed, assertDenied, bans, tableKeys } from "./helpers.ts";
 
 const FIXTURES = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../fixtures/config");

@@ -5,7 +5,7 @@
 // The seed is printed; reproduce a failure with TG_FUZZ_SEED=<seed> (and TG_FUZZ_N=<requests>).
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Host, TrapError, type Bytes, type RequestOptions } from "../host/emulator.ts";
+import { Host, TrapError, type Bytes, type RequestOptions } from "../emulator/emulator.ts";
 import { M, cfg, rateRule, uaRule, errorsRule, prng, tableKeys, TABLE_KEY, META_KEY } from "./helpers.ts";
 
 const SEED = process.env.TG_FUZZ_SEED ? Number(process.env.TG_FUZZ_SEED) : Date.now() % 2 ** 31;

@@ -3,7 +3,7 @@
  * log line parser and assertions on what a stream's outcome was.
  */
 import assert from "node:assert/strict";
-import { Host, type HostOptions, type HttpStream, type RequestOptions, type LogEntry } from "../host/emulator.ts";
+import { Host, type HostOptions, type HttpStream, type RequestOptions, type LogEntry } from "../emulator/emulator.ts";
 
 /** Metric names from the contract (docs/design.md). */
 export const M = {

@@ -2,7 +2,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
-import { Host, loadModule, DEFAULT_WASM } from "../host/emulator.ts";
+import { Host, loadModule, DEFAULT_WASM } from "../emulator/emulator.ts";
 import { M, COUNTERS, tableKeys, cfg, rateRule, uaRule, assertPassed, assertDenied, assertHostClean, bans } from "./helpers.ts";
 
 test("the compiled filter exists (run `npm run build` first)", () => {

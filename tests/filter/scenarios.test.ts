@@ -2,7 +2,7 @@
 // traffic, run with the example configuration against the compiled filter.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Host } from "../host/emulator.ts";
+import { Host } from "../emulator/emulator.ts";
 import {
   M, BROWSER_UA, BAN_LINE_EXACT, exampleConfig, assertPassed, assertDenied, assertOnlyMetrics, assertMetrics,
   assertHostClean, assertNoRequestPathLogs, bans, prng,

@@ -1,7 +1,7 @@
 // The bounded client table in shared data: fixed keys, bounded bytes, replacement policy, evictions.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Host, type RequestOptions } from "../host/emulator.ts";
+import { Host, type RequestOptions } from "../emulator/emulator.ts";
 import { M, cfg, start, tableKeys, TABLE_KEY, rateRule, assertPassed, assertDenied, assertHostClean, bans } from "./helpers.ts";
 
 const KEY_RE = TABLE_KEY;

@@ -1,6 +1,6 @@
 /**
  * The concrete Envoy setups of this project, all parameterisations of the one template in
- * tools/envoy-config.ts: the edge proxy of topology A (also the demo), the Istio-like ingress
+ * dev/envoy-config.ts: the edge proxy of topology A (also the demo), the Istio-like ingress
  * gateway and sidecar of topology B, and the benchmark's five configurations.
  */
 import type { EnvoySpec, HttpFilterSpec, ListenerSpec, WasmFilterSpec } from "./envoy-config.ts";

