@@ -245,7 +245,7 @@ describe("configuration: clientAddress", () => {
 
   it("rejects a clientAddress that is not an object and unknown fields in it", () => {
     expect(reject("{\"clientAddress\":\"peer\"}")).toBe("clientAddress: expected an object, got \"peer\"");
-    expect(reject("{\"clientAddress\":{\"hops\":1}}")).toBe("clientAddress.hops: unknown field (expected one of: source, trustedHops)");
+    expect(reject("{\"clientAddress\":{\"hops\":1}}")).toBe("clientAddress.hops: unknown field (expected one of: source, trustedHops, trustedPeers, meshCallers)");
   });
 });
 
@@ -367,9 +367,9 @@ describe("configuration: rules", () => {
 
   it("rejects unknown rules and fields, each rule listing its own fields", () => {
     expect(reject("{\"rules\":{\"bots\":{}}}")).toBe("rules.bots: unknown field (expected one of: rate, userAgent, errors)");
-    expect(reject("{\"rules\":{\"rate\":{\"match\":[]}}}")).toBe("rules.rate.match: unknown field (expected one of: enabled, limit, ban)");
-    expect(reject("{\"rules\":{\"userAgent\":{\"statuses\":[]}}}")).toBe("rules.userAgent.statuses: unknown field (expected one of: enabled, limit, ban, match)");
-    expect(reject("{\"rules\":{\"errors\":{\"match\":[]}}}")).toBe("rules.errors.match: unknown field (expected one of: enabled, limit, ban, statuses)");
+    expect(reject("{\"rules\":{\"rate\":{\"match\":[]}}}")).toBe("rules.rate.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit)");
+    expect(reject("{\"rules\":{\"userAgent\":{\"statuses\":[]}}}")).toBe("rules.userAgent.statuses: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, match)");
+    expect(reject("{\"rules\":{\"errors\":{\"match\":[]}}}")).toBe("rules.errors.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, statuses)");
     expect(reject("{\"rules\":{\"rate\":{\"limit\":{\"burst\":5}}}}")).toBe("rules.rate.limit.burst: unknown field (expected one of: requests, per)");
   });
 
