@@ -3,7 +3,7 @@
  * dev/envoy-config.ts: the edge proxy of topology A (also the demo), the Istio-like ingress
  * gateway and sidecar of topology B, and the benchmark's five configurations.
  */
-import type { EnvoySpec, HttpFilterSpec, ListenerSpec, WasmFilterSpec } from "./envoy-config.ts";
+import type { DownstreamTlsSpec, EnvoySpec, HttpFilterSpec, ListenerSpec, TlsFiles, WasmFilterSpec } from "./envoy-config.ts";
 
 /**
  * Topology A: the filter on the proxy that clients reach directly, configured as an edge proxy
@@ -31,9 +31,10 @@ export function edgeSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[]
  * Topology B, first hop: an "ingress gateway" Envoy as istiod renders one by default — HCM
  * use_remote_address true, xff_num_trusted_hops 0 (meshConfig gatewayTopology.numTrustedProxies
  * unset) and no internal_address_config (istiod only sets one from meshNetworks). `internalCidrs`
- * reproduces the meshNetworks case, where the listed ranges count as internal.
+ * reproduces the meshNetworks case, where the listed ranges count as internal. `sidecarTls` makes the
+ * gateway originate mTLS to the sidecar with that (gateway workload) certificate, as Istio does.
  */
-export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[] }): EnvoySpec {
+export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[]; sidecarTls?: TlsFiles }): EnvoySpec {
   return {
     nodeId: "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
     listeners: [
@@ -44,14 +45,18 @@ export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[
         xffNumTrustedHops: 0,
         internalCidrs: opts.internalCidrs,
         filters: [],
-        route: { kind: "cluster", host: "127.0.0.1", port: opts.sidecarPort },
+        route: { kind: "cluster", host: "127.0.0.1", port: opts.sidecarPort, tls: opts.sidecarTls },
       },
     ],
   };
 }
 
-/** Topology B, second hop: the workload's sidecar (use_remote_address false) carrying the filter. */
-export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[] }): EnvoySpec {
+/**
+ * Topology B, second hop: the workload's sidecar (use_remote_address false) carrying the filter. With
+ * `tls` it is configured like Istio's inbound listener: mTLS with the workload certificate, client
+ * certificates required (STRICT, or PERMISSIVE with a plaintext chain), XFCC APPEND_FORWARD.
+ */
+export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[]; tls?: DownstreamTlsSpec }): EnvoySpec {
   return {
     nodeId: "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
     listeners: [
@@ -62,6 +67,8 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
         xffNumTrustedHops: 0,
         filters: opts.filters,
         route: { kind: "cluster", host: "127.0.0.1", port: opts.upstreamPort },
+        tls: opts.tls,
+        forwardClientCertDetails: opts.tls ? "APPEND_FORWARD" : undefined,
       },
     ],
   };
