@@ -116,11 +116,11 @@ function sidecarTls(mesh: Mesh, mode: DownstreamTlsSpec["mode"]): DownstreamTlsS
 }
 
 /** Gateway (mTLS to the sidecar with the gateway certificate) -> sidecar (mTLS required) -> sample app. */
-async function meshChain(s: Stack, mesh: Mesh, filter: WasmFilterSpec, mode: DownstreamTlsSpec["mode"] = "STRICT"): Promise<{ gateway: RunningEnvoy; sidecar: RunningEnvoy; gatewayPort: number; sidecarPort: number }> {
+async function meshChain(s: Stack, mesh: Mesh, filter: WasmFilterSpec, mode: DownstreamTlsSpec["mode"] = "STRICT", internalCidrs?: string[]): Promise<{ gateway: RunningEnvoy; sidecar: RunningEnvoy; gatewayPort: number; sidecarPort: number }> {
   const app = await s.app();
   const sidecar = await s.envoy({ label: "sidecar-mtls", concurrency: 2, spec: sidecarSpec({ upstreamPort: app.port, filters: [filter], tls: sidecarTls(mesh, mode) }) });
   const sidecarPort = portOf(sidecar, "sidecar");
-  const gateway = await s.envoy({ label: "gateway-mtls", concurrency: 2, spec: gatewaySpec({ sidecarPort, sidecarTls: mesh.gateway }) });
+  const gateway = await s.envoy({ label: "gateway-mtls", concurrency: 2, spec: gatewaySpec({ sidecarPort, sidecarTls: mesh.gateway, internalCidrs }) });
   return { gateway, sidecar, gatewayPort: portOf(gateway, "gateway"), sidecarPort };
 }
 
@@ -282,6 +282,24 @@ mtls("scenario 6: meshCallers exempt never counts a workload; meshCallers addres
     traffic_guard_requests_total: 9,
     traffic_guard_denied_rate_total: 1,
     traffic_guard_denied_banned_total: 1,
+    traffic_guard_bans_rate_total: 1,
+    traffic_guard_tracked_clients: 2,
+  });
+});
+
+mtls("behind an mTLS gateway that counts clients as internal (meshNetworks), the xff source still keys on the real client", async (s, mesh) => {
+  // Such a gateway lets an internal client's own x-envoy-external-address through (see topology-b's
+  // probe), so `auto` would believe it; `xff` takes the entry the gateway appended.
+  const { gatewayPort, sidecar } = await meshChain(s, mesh, guardFilter({ clientAddress: { source: "xff", trustedHops: 0 }, ...LIMIT }), "STRICT", ["127.0.0.0/8"]);
+  const send = (from: string, n: number, headers: Record<string, string> = {}) => statuses(n, () => get("127.0.0.1", gatewayPort, "/api/items", { from, headers }));
+  assert.deepEqual(await send("127.0.0.26", 7, { "x-envoy-external-address": "127.0.0.27" }), BANNED_AT_5);
+  assert.deepEqual(await send("127.0.0.26", 1, { "x-envoy-external-address": "198.51.100.3" }), [403]);
+  assert.deepEqual(await send("127.0.0.27", 3), [200, 200, 200]);
+  assert.deepEqual(banLines(sidecar.log()).map((b) => b.address), ["127.0.0.26"]);
+  await assertMetrics(sidecar, {
+    traffic_guard_requests_total: 11,
+    traffic_guard_denied_rate_total: 1,
+    traffic_guard_denied_banned_total: 2,
     traffic_guard_bans_rate_total: 1,
     traffic_guard_tracked_clients: 2,
   });
