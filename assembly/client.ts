@@ -201,8 +201,11 @@ export function resolveClient(cfg: Config): i32 {
       if (status == RESOLVED) status = FELL_BACK;
     } else {
       // An edge Envoy's own headers name the TCP peer itself: nothing was ignored.
-      readPeer();
-      untrusted = !(ok && identity.byteLength == 0 && peerOk && !peerHidden && hi == peerHi && lo == peerLo);
+      untrusted = true;
+      if (ok && identity.byteLength == 0) {
+        readPeer();
+        untrusted = !(peerOk && !peerHidden && hi == peerHi && lo == peerLo);
+      }
       status = RESOLVED;
     }
   }

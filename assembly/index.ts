@@ -110,7 +110,11 @@ class GuardHttp extends Context {
       metrics.inc(m.INTERNAL_ERRORS);
       return FilterHeadersStatusValues.Continue;
     }
-    if (resolved == EXEMPT) return FilterHeadersStatusValues.Continue;
+    if (resolved == EXEMPT) {
+      // meshCallers "exempt": never counted, but a deny pattern naming the identity still applies.
+      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, client.identity)) return this.deny(rules.DENY_LIST, 0);
+      return FilterHeadersStatusValues.Continue;
+    }
     if (resolved == FELL_BACK) metrics.inc(m.FALLBACKS);
     let hi = clientHi, lo = clientLo;
     // A mesh caller keyed by its identity (the hidden plaintext peer is keyed like one, but is no mesh caller).

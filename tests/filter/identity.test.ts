@@ -124,3 +124,10 @@ test("allow and deny accept SPIFFE ID patterns, matched against a mesh caller's 
   assertPassed(h.vm(0).send(req(FRONTEND, "10.1.2.5:40000")));
   assertOnlyMetrics(h, { [M.requests]: 5, [M.deniedDeny]: 1 });
 });
+
+test("meshCallers exempt never counts a workload, but a deny pattern naming it still applies", async () => {
+  const h = await start({ clientAddress: { meshCallers: "exempt" }, deny: ["spiffe://cluster.local/ns/shop/sa/crawler"], rules: { rate: rateRule(1, "1h", "1h") } });
+  for (let i = 0; i < 3; i++) assertPassed(h.vm(0).send(req(FRONTEND, "10.1.2.3:40000")));
+  assertDenied(h.vm(0).send(req(CRAWLER, "10.1.2.4:40000")));
+  assertOnlyMetrics(h, { [M.requests]: 4, [M.deniedDeny]: 1 });
+});
