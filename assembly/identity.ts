@@ -14,11 +14,13 @@ const URI_SAN = bytes("connection\0uri_san_peer_certificate");
 const SCHEME = "spiffe://";
 const SCHEME_LEN: i32 = 9;
 
+const NONE = new ArrayBuffer(0);
+
 /** Reads the peer's verified SPIFFE ID (one host call); an empty buffer on a plaintext connection. */
 export function peerIdentity(): ArrayBuffer {
   let v = property(URI_SAN);
   // Only spiffe:// URIs are identities; any other URI SAN is no mesh identity.
-  if (v.byteLength <= SCHEME_LEN || !isSpiffe(changetype<usize>(v), <usize>v.byteLength)) return new ArrayBuffer(0);
+  if (v.byteLength <= SCHEME_LEN || !isSpiffe(changetype<usize>(v), <usize>v.byteLength)) return NONE;
   return v;
 }
 
