@@ -89,13 +89,22 @@ export interface BenchInputs {
 }
 
 /**
+ * The benchmark's clientAddress: the TCP peer, or for the churn run the XFF entry left of the one the
+ * traffic-guard listener (use_remote_address true, see benchListener) appends for wrk, believed because
+ * wrk's loopback address is a trusted peer.
+ */
+function benchClientAddress(source: "peer" | "xff"): object {
+  return source === "peer" ? { source } : { source, trustedHops: 1, trustedPeers: ["127.0.0.0/8"] };
+}
+
+/**
  * pluginConfig of the allow path: every rule on, limits (the maximum the contract accepts,
  * 1 000 000 per second) that a single benchmark client cannot reach.
  */
 export function allowPathConfig(source: "peer" | "xff"): object {
   const never = { requests: 1_000_000, per: "1s" };
   return {
-    clientAddress: { source },
+    clientAddress: benchClientAddress(source),
     rules: {
       rate: { limit: never, ban: "1h" },
       userAgent: { limit: never, ban: "1h" },
@@ -106,7 +115,7 @@ export function allowPathConfig(source: "peer" | "xff"): object {
 
 /** pluginConfig of the block path: one request per hour, then a day-long ban. */
 export function blockPathConfig(source: "peer" | "xff"): object {
-  return { clientAddress: { source }, rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
+  return { clientAddress: benchClientAddress(source), rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
 }
 
 /**
@@ -114,6 +123,9 @@ export function blockPathConfig(source: "peer" | "xff"): object {
  * costs nothing; only the filter differs between configurations. use_remote_address stays false
  * so that, in the churn run, Envoy's own remote address (and so the native limiter's
  * remote_address descriptor) also comes from x-forwarded-for, like traffic-guard's `xff` source.
+ * The traffic-guard listeners of the churn run are the exception: traffic-guard believes XFF only
+ * from a trusted peer, and with use_remote_address false Envoy hides the TCP peer behind the XFF
+ * entry, so there Envoy keeps the TCP peer (use_remote_address true) and appends it to XFF.
  */
 export function benchListener(config: BenchConfig, inputs: BenchInputs): ListenerSpec {
   const wasm = (pluginConfig: object | string, wasmPath: string, name: string, pluginName: string): WasmFilterSpec => ({
@@ -134,7 +146,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
   return {
     name: config.replace(/-/g, "_"),
     ipv4: "127.0.0.1",
-    useRemoteAddress: false,
+    useRemoteAddress: inputs.source === "xff" && config.startsWith("guard-"),
     filters: filters[config],
     route: { kind: "direct_response", status: 200, body: "ok\n" },
   };
