@@ -192,7 +192,7 @@ export function prng(seed: number): () => number {
   };
 }
 
-/** The "example with every field", with the client address taken from the peer. */
+/** The example with every field from docs/configuration.md, with the client address taken from the peer. */
 export function exampleConfig(overrides: Record<string, any> = {}): string {
   const base: Record<string, any> = {
     mode: "enforce",
