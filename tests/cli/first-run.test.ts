@@ -19,14 +19,18 @@ interface Run {
   ms: number;
 }
 
+/** npm settings passed on to the nested npm: where the user's cache and configuration are. */
+const KEEP_NPM = new Set(["npm_config_cache", "npm_config_userconfig", "npm_config_globalconfig", "npm_config_registry"]);
+
 /**
- * The environment of a user's shell: the npm_* variables that `npm test` sets for its children (lifecycle event,
- * package paths, config overrides) are dropped so that the nested npm behaves as when typed by hand.
+ * The environment of a user's shell: the other npm_* variables that `npm test` sets for its children (lifecycle
+ * event, package paths, this repository's prefix) are dropped so that the nested npm works on the clone as when
+ * typed by hand.
  */
 function userEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) {
-    if (!/^npm_/i.test(k) && k !== "INIT_CWD") env[k] = v;
+    if ((!/^npm_/i.test(k) || KEEP_NPM.has(k.toLowerCase())) && k !== "INIT_CWD") env[k] = v;
   }
   return env;
 }
