@@ -4,7 +4,7 @@
 // uncommitted changes are not part of what this test checks.
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { ROOT, tempDir } from "./helpers.ts";
@@ -32,6 +32,9 @@ function userEnv(): NodeJS.ProcessEnv {
   for (const [k, v] of Object.entries(process.env)) {
     if ((!/^npm_/i.test(k) || KEEP_NPM.has(k.toLowerCase())) && k !== "INIT_CWD") env[k] = v;
   }
+  // `npm run` puts node_modules/.bin first on PATH, and a dev dependency (@as-pect/cli -> glob-promise ->
+  // npm-install-peers) installs npm 6 there, which cannot read this lockfile: use the npm on the user's PATH.
+  env.PATH = (env.PATH ?? "").split(delimiter).filter((d) => !/[\\/]node_modules[\\/]\.bin[\\/]?$/.test(d)).join(delimiter);
   return env;
 }
 
