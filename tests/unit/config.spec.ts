@@ -55,7 +55,7 @@ function ruleOf(cfg: Config, i: i32): string {
   return (r.enabled ? "on " : "off ") + r.requests.toString() + "/" + r.perMs.toString() + "ms ban " + r.banMs.toString() + "ms";
 }
 
-// Asserts every documented default (docs/design.md, the README configuration reference, and
+// Asserts every documented default (docs/configuration.md, and
 // tests/fixtures/config/valid/every-field.json, which spells them out).
 function expectDefaults(cfg: Config): void {
   expect(cfg.dryRun).toBe(false, "mode: enforce");

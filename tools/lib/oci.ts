@@ -3,7 +3,7 @@
 //   - an ordinary OCI image manifest (application/vnd.oci.image.manifest.v1+json);
 //   - whose last (here: only) layer is application/vnd.oci.image.layer.v1.tar+gzip;
 //   - a tar.gz holding the module as `plugin.wasm` (the fetcher looks for that base name).
-// Istio tries this variant first for every non-Docker manifest. docs/readme/deploy.md explains the choice.
+// Istio tries this variant first for every non-Docker manifest. docs/deploy-istio.md explains the choice.
 //
 // Everything is reproducible: the tar has fixed metadata, the gzip header has no timestamp and a fixed OS byte,
 // JSON is written by JSON.stringify from objects built in a fixed key order, and no field holds a time.
