@@ -10,6 +10,7 @@ import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
+import { isDeepStrictEqual } from "node:util";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { parseAllDocuments } from "yaml";
@@ -219,8 +220,8 @@ describe("the controller image, run as extracted from its layer against a real A
       const newRate = { limit: { requests: 50, per: "1s" }, ban: "30s" };
       await until("both WasmPlugins to carry the edited policy", FOLLOW_MS, async () => {
         const [shop, cart] = [await admin.plugin("shop"), await admin.plugin("cart")];
-        return JSON.stringify(shop!.spec.pluginConfig) === JSON.stringify({ rules: { rate: newRate }, mode: "dry-run" }) &&
-          JSON.stringify(cart!.spec.pluginConfig) === JSON.stringify({ rules: { rate: newRate } });
+        return isDeepStrictEqual(shop!.spec.pluginConfig, { rules: { rate: newRate }, mode: "dry-run" }) &&
+          isDeepStrictEqual(cart!.spec.pluginConfig, { rules: { rate: newRate } });
       });
       t.diagnostic(`ConfigMap edit -> every WasmPlugin updated: ${Date.now() - started} ms`);
       await controller.waitFor(/changed, reconciling every namespace/, FOLLOW_MS);
@@ -228,7 +229,7 @@ describe("the controller image, run as extracted from its layer against a real A
       // A policy the filter rejects changes nothing and is reported (and counted).
       const before = await admin.versions();
       await patch("rules:\n  rate:\n    limit: { requests: -1, per: 1s }\n");
-      await controller.waitFor(/policy: ConfigMap tg-system\/traffic-guard-sync-policy key policy\.yaml is rejected: .*; keeping the last accepted policy/, FOLLOW_MS, "stderr");
+      await controller.waitFor(/policy: ConfigMap tg-system\/traffic-guard-sync-policy key policy\.yaml is rejected by the filter: rules\.rate\.limit\.requests: .*; keeping the last accepted policy/, FOLLOW_MS, "stderr");
       assert.deepEqual(await admin.versions(), before, "a rejected policy changed a WasmPlugin");
       assert.ok(sample(await metrics(port), 'traffic_guard_controller_errors_total{source="policy"}')! >= 1);
 
@@ -264,6 +265,9 @@ describe("the controller image, run as extracted from its layer against a real A
       const result = await controller.stop("SIGTERM");
       assert.equal(result.code, 0, `exit ${result.code} ${result.signal}\n${result.stderr}`);
       assert.match(result.stderr, /sync: SIGTERM received, stopping\nsync: stopped\n$/);
+    } catch (err) {
+      (err as Error).message += `\ncontroller stdout:\n${controller.stdout}\ncontroller stderr:\n${controller.stderr}`;
+      throw err;
     } finally {
       if (controller.child.exitCode === null) await controller.stop("SIGKILL");
     }

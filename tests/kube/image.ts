@@ -4,7 +4,7 @@
 // environment, /proc, a minimal /dev and the ServiceAccount files a kubelet mounts. Nothing of the host's
 // filesystem is visible to the process, so a library or file missing from the layer makes it fail.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildControllerImage, IMAGE_PATHS } from "../../scripts/controller-image.ts";
@@ -38,6 +38,8 @@ export async function extractLayer(built: BuiltImage): Promise<string> {
   const layer = join(built.layout, "blobs", "sha256", built.image.layers[0].digest.slice("sha256:".length));
   const r = spawnSync("tar", ["-xzf", layer, "-C", root], { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`tar -xzf ${layer}: ${r.stderr}`);
+  // mkdtemp makes the directory 0700; a runtime's root directory is 0755, so that the non-root user can enter it.
+  await chmod(root, 0o755);
   return root;
 }
 

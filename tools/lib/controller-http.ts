@@ -2,7 +2,7 @@
 // answers), /readyz (readiness: the policy is loaded and the first full pass is done) and /metrics (Prometheus text
 // format, written by prom-client).
 import { createServer, type Server } from "node:http";
-import { Counter, Gauge, Registry, collectDefaultMetrics } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import type { Action, WatchCounts } from "./kube-sync.ts";
 
 /** Where a counted error came from. */
@@ -18,7 +18,11 @@ export interface WatchObserver {
   ready(value: boolean): void;
 }
 
-/** Prometheus metrics of the controller, in their own registry (plus Node's process metrics). */
+/**
+ * Prometheus metrics of the controller, in their own registry. prom-client's default Node.js metrics are left out:
+ * three of them (nodejs_active_*_total) are gauges named like counters, which `promtool check metrics` rejects, and
+ * the kubelet already reports the container's CPU and memory.
+ */
 export class ControllerMetrics implements WatchObserver {
   readonly registry = new Registry();
   private readonly reconciles: Counter<"action">;
@@ -60,7 +64,6 @@ export class ControllerMetrics implements WatchObserver {
         this.set(counts()?.optedIn() ?? 0);
       },
     });
-    collectDefaultMetrics({ register: this.registry });
   }
 
   reconciled(action: Action): void {

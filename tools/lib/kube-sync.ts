@@ -496,7 +496,8 @@ export async function syncWatch(
       pluginConfig = await policy!.load(text);
     } catch (err) {
       const details = err instanceof UserError && err.details.length > 0 ? `: ${err.details.join("; ")}` : "";
-      return policyFailed(`${policyRef} key ${policy!.key} is rejected: ${describeError(err)}${details}`);
+      // The loader's message names the ConfigMap and key already ("policy ConfigMap ns/name key k is rejected …").
+      return policyFailed(`${describeError(err).replace(/^policy /, "")}${details}`);
     }
     const changed = !policyLoaded || !isDeepStrictEqual(pluginConfig, current.plugin.pluginConfig);
     current = { ...current, plugin: { ...current.plugin, pluginConfig } };
