@@ -104,7 +104,7 @@ export function registerSync(program: Command, { io, defaultWasm }: CommandConte
       "after",
       `\nOpt a namespace in:  kubectl label namespace shop traffic-guard=enabled   (or =dry-run: mode dry-run)\n` +
         `Exit codes: 0 everything reconciled, 1 a namespace failed or bad input (kubeconfig, unreachable server, no WasmPlugin CRD).\n` +
-        `RBAC for running it in a cluster: traffic-guard manifests --rbac`,
+        `RBAC for running it in a cluster: traffic-guard manifests --rbac; the whole in-cluster controller: traffic-guard manifests --controller`,
     )
     .action(async (opts: SyncOptions, command: Command) => {
       if ((opts.image === undefined) === (opts.url === undefined)) {

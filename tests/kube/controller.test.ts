@@ -184,7 +184,8 @@ describe("the controller image, run as extracted from its layer against a real A
     });
     const port = await freePort();
     const args = [...template.spec.containers[0].args, "--listen", `127.0.0.1:${port}`];
-    const controller = await ContainerProcess.start(rootfs, args, { token: token.status!.token!, caFile: join(cluster.dir, "ca.crt"), namespace: NS, port: cluster.apiPort });
+    const podIdentity = { token: token.status!.token!, caFile: join(cluster.dir, "ca.crt"), namespace: NS, port: cluster.apiPort };
+    const controller = await ContainerProcess.start(rootfs, args, podIdentity);
     try {
       await controller.waitFor(/^policy {7}tg-system\/traffic-guard-sync-policy \(resourceVersion \d+\): loaded$/m, 30_000);
       await controller.waitFor(/0 namespaces opt in with label traffic-guard/, 30_000);
@@ -265,6 +266,11 @@ describe("the controller image, run as extracted from its layer against a real A
       const result = await controller.stop("SIGTERM");
       assert.equal(result.code, 0, `exit ${result.code} ${result.signal}\n${result.stderr}`);
       assert.match(result.stderr, /sync: SIGTERM received, stopping\nsync: stopped\n$/);
+
+      // One pass without --watch reads the policy ConfigMap once: everything is already as that policy asks.
+      const once = await ContainerProcess.run(rootfs, ["sync", ...MODULE_ARGS, "--policy-configmap", `${NS}/traffic-guard-sync-policy`], podIdentity);
+      assert.equal(once.code, 0, once.stderr);
+      assert.match(once.stdout, /^unchanged {4}cart\/traffic-guard \(mode enforce\)\n^unchanged {4}late\/traffic-guard \(mode enforce\)$/m);
     } catch (err) {
       (err as Error).message += `\ncontroller stdout:\n${controller.stdout}\ncontroller stderr:\n${controller.stderr}`;
       throw err;
