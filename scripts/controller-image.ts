@@ -16,13 +16,14 @@
 // Reproducible: the bundle (esbuild), the SEA blob (no snapshot, no code cache) and postject's injection are
 // deterministic, and the layer has sorted entries, fixed modes, owner 0:0 and mtime 0. The same node binary,
 // libraries, sources and filter give the same digest. The SEA executable is cached by the hash of its inputs under
-// ~/.cache/traffic-guard/sea (or $TRAFFIC_GUARD_CACHE/sea), since injecting into a 100 MB binary takes a while.
+// ~/.cache/traffic-guard/sea (or $TRAFFIC_GUARD_CACHE/sea; the newest three are kept), since injecting into a
+// 100 MB binary takes a while.
 //
 // This file is a development tool: it is not part of the CLI bundle.
-import { build } from "esbuild";
+import { build, type Plugin } from "esbuild";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chmod, copyFile, mkdir, mkdtemp, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
+import { chmod, copyFile, mkdir, mkdtemp, readdir, readFile, realpath, rename, rm, stat, writeFile } from "node:fs/promises";
 import { existsSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -56,11 +57,11 @@ const sha256 = (data: Uint8Array | string) => createHash("sha256").update(data).
  * encoding) and that are not installed. Left external, the SEA's require (built-in modules only) would print a
  * warning on every start; bundled as a module that throws, the dependencies take their pure-JS path silently.
  */
-const absentOptionalModules = {
+const absentOptionalModules: Plugin = {
   name: "absent-optional-modules",
-  setup(b: { onResolve: Function; onLoad: Function }) {
-    b.onResolve({ filter: /^(bufferutil|utf-8-validate|encoding)$/ }, (args: { path: string }) => ({ path: args.path, namespace: "absent" }));
-    b.onLoad({ filter: /.*/, namespace: "absent" }, (args: { path: string }) => ({
+  setup(b) {
+    b.onResolve({ filter: /^(bufferutil|utf-8-validate|encoding)$/ }, (args) => ({ path: args.path, namespace: "absent" }));
+    b.onLoad({ filter: /.*/, namespace: "absent" }, (args) => ({
       contents: `throw new Error(${JSON.stringify(`${args.path} is not part of the single executable`)});`,
       loader: "js",
     }));
@@ -137,10 +138,18 @@ export async function buildSea(options: { cache?: boolean; log?: (line: string) 
     const temp = `${cached}.tmp-${process.pid}`;
     await rename(exe, temp);
     await rename(temp, cached);
+    await pruneCache(join(cacheRoot(), "sea"), key);
     return { path: cached, key, cached: false };
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/** Each cached executable is ~100 MB: keep the newest few (several worktrees may build different sources). */
+async function pruneCache(dir: string, keep: string, max = 3): Promise<void> {
+  const entries = await Promise.all((await readdir(dir)).map(async (name) => ({ name, mtime: (await stat(join(dir, name))).mtimeMs })));
+  const old = entries.filter((e) => e.name !== keep).sort((a, b) => b.mtime - a.mtime).slice(max - 1);
+  for (const e of old) await rm(join(dir, e.name), { recursive: true, force: true });
 }
 
 /** The shared libraries `ldd` lists for `binary` (resolved paths) and the dynamic loader, in ldd's order. */
