@@ -262,6 +262,8 @@ describe("the controller image, run as extracted from its layer against a real A
       await until("the ConfigMap edit after the restart to reach cart and late", 60_000, async () =>
         [await admin.plugin("cart"), await admin.plugin("late")].every((p) => (p!.spec.pluginConfig as Obj).rules.rate.limit.requests === 70));
 
+      assert.ok(sample(await metrics(port), 'traffic_guard_controller_errors_total{source="watch"}')! >= 1, "the lost watches are counted");
+
       // SIGTERM: a clean exit.
       const result = await controller.stop("SIGTERM");
       assert.equal(result.code, 0, `exit ${result.code} ${result.signal}\n${result.stderr}`);

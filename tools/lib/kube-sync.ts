@@ -388,10 +388,12 @@ export interface PolicySource {
   load: (text: string) => Promise<Record<string, unknown>>;
 }
 
-/** Optional parts of the watcher: a policy ConfigMap, and an observer (metrics, readiness). */
+/** Optional parts of the watcher: a policy ConfigMap, an observer (metrics, readiness) and access to its counts. */
 export interface WatchExtras {
   policy?: PolicySource;
   observer?: WatchObserver;
+  /** Called once with functions that count from the watcher's caches (what the gauges read). */
+  counts?: (counts: WatchCounts) => void;
 }
 
 /** Namespaces whose label opts them in, and namespaces holding a WasmPlugin sync applied (for the gauges). */
@@ -410,7 +412,7 @@ export async function syncWatch(
   log: WatchLog,
   signal: AbortSignal,
   timings: WatchTimings = DEFAULT_TIMINGS,
-  extras: WatchExtras & { counts?: (counts: WatchCounts) => void } = {},
+  extras: WatchExtras = {},
 ): Promise<number> {
   await client.preflight(settings.label);
   const name = settings.plugin.name ?? DEFAULTS.name;
@@ -611,7 +613,7 @@ export async function syncWatch(
       if (first) {
         initialDone = true;
         log.out(formatSummary({ outcomes, optedIn: countOptedIn(nsCache.list(), settings.label) }, settings.label, settings.dryRun));
-        log.err(`watching namespaces labelled ${settings.label}, WasmPlugins${policy ? ` and ${policyRef}` : ""} (Ctrl-C or SIGTERM to stop)`);
+        log.err(`watching namespaces labelled ${settings.label}${policy ? `, WasmPlugins and ${policyRef}` : " and WasmPlugins"} (Ctrl-C or SIGTERM to stop)`);
         observer?.ready(true);
       }
     }
