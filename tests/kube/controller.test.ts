@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { isDeepStrictEqual } from "node:util";
@@ -263,6 +264,9 @@ describe("the controller image, run as extracted from its layer against a real A
         [await admin.plugin("cart"), await admin.plugin("late")].every((p) => (p!.spec.pluginConfig as Obj).rules.rate.limit.requests === 70));
 
       assert.ok(sample(await metrics(port), 'traffic_guard_controller_errors_total{source="watch"}')! >= 1, "the lost watches are counted");
+
+      const status = readFileSync(`/proc/${controller.child.pid}/status`, "utf8");
+      t.diagnostic(`controller ${/^VmRSS:\s*(.*)$/m.exec(status)?.[1]} resident (the Deployment requests 96Mi, limit 256Mi)`);
 
       // SIGTERM: a clean exit.
       const result = await controller.stop("SIGTERM");
