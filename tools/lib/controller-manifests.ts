@@ -114,7 +114,7 @@ export function controllerObjects(input: ControllerInput): Array<Record<string, 
               ports: [{ name: "http", containerPort: CONTROLLER_PORT, protocol: "TCP" }],
               readinessProbe: { ...probe("/readyz"), periodSeconds: 5, failureThreshold: 3 },
               livenessProbe: { ...probe("/healthz"), initialDelaySeconds: 10, periodSeconds: 10, failureThreshold: 3 },
-              resources: { requests: { cpu: "20m", memory: "96Mi" }, limits: { memory: "256Mi" } },
+              resources: { requests: { cpu: "20m", memory: "128Mi" }, limits: { memory: "256Mi" } },
               securityContext: {
                 allowPrivilegeEscalation: false,
                 readOnlyRootFilesystem: true,
