@@ -64,11 +64,11 @@ export const FilterHeadersStatus = {
 } as const;
 
 /**
- * The module the tests run: build/traffic-guard.wasm, or the file named by TG_WASM (for example
- * TG_WASM=build/traffic-guard.debug.wasm, whose traps carry function names).
+ * The module the tests run: build/traffic-guard.wasm, or the file named by TRAFFIC_GUARD_WASM (for
+ * example TRAFFIC_GUARD_WASM=build/traffic-guard.debug.wasm, whose traps carry function names).
  */
-export const DEFAULT_WASM = process.env.TG_WASM
-  ? path.resolve(process.env.TG_WASM)
+export const DEFAULT_WASM = process.env.TRAFFIC_GUARD_WASM
+  ? path.resolve(process.env.TRAFFIC_GUARD_WASM)
   : path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../build/traffic-guard.wasm");
 
 const HEADER_REQUEST = 0;
