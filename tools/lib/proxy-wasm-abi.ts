@@ -315,13 +315,10 @@ export class MetricIds {
   }
 }
 
-/** proxy_define_metric: the id for `name` (an unknown type is BadArgument). */
+/** proxy_define_metric: a fresh id for the stat called `name` (an unknown type is BadArgument, id 0). */
 export function defineMetric(scope: StatsScope, ids: MetricIds, type: number, name: string): { result: number; id: number } {
   const stat = scope.define(type, name);
-  if (!stat) {
-    scope.violations.push(`proxy_define_metric with type ${type}`);
-    return { result: WasmResult.BadArgument, id: 0 };
-  }
+  if (!stat) return { result: WasmResult.BadArgument, id: 0 };
   return { result: WasmResult.Ok, id: ids.assign(stat) };
 }
 
