@@ -60,7 +60,8 @@ export const MetricType = { Counter: 0, Gauge: 1, Histogram: 2 } as const;
 /** The name of a metric type. */
 export type MetricTypeName = "counter" | "gauge" | "histogram";
 
-const METRIC_TYPE_NAMES: readonly MetricTypeName[] = ["counter", "gauge", "histogram"];
+/** Metric type names, index = the ABI number (see MetricType). */
+export const METRIC_TYPE_NAMES: readonly MetricTypeName[] = ["counter", "gauge", "histogram"];
 
 /** The exports Envoy's proxy-wasm host (ABI 0.2.x) needs from any filter; without them Envoy rejects the module. */
 export const REQUIRED_PROXY_WASM_EXPORTS = [
