@@ -45,9 +45,12 @@ import {
   copyOutSharedEntry,
   defineMetric,
   getMetric,
+  guarded,
   incrementMetric,
   propertyPath,
   recordMetric,
+  writeU32,
+  writeU64,
   type SharedEntry,
   type Stat,
 } from "../../tools/lib/proxy-wasm-abi.ts";
@@ -744,9 +747,6 @@ export class Vm {
   private mem(): Uint8Array {
     return new Uint8Array(this.exports.memory.buffer);
   }
-  private view(): DataView {
-    return new DataView(this.exports.memory.buffer);
-  }
   private read(ptr: number, len: number): Uint8Array | undefined {
     ptr >>>= 0;
     len >>>= 0;
@@ -755,11 +755,7 @@ export class Vm {
     return m.slice(ptr, ptr + len);
   }
   private writeU32(ptr: number, v: number): boolean {
-    ptr >>>= 0;
-    const dv = this.view();
-    if (ptr + 4 > dv.byteLength) return false;
-    dv.setUint32(ptr, v >>> 0, true);
-    return true;
+    return guarded(() => {}, () => writeU32(this.guest, ptr, v)) === WasmResult.Ok;
   }
   /** The module's memory and malloc, as the shared ABI helpers take them. */
   private readonly guest = { memory: () => this.exports.memory, malloc: (size: number) => Number(this.exports.malloc(size)) };
@@ -795,13 +791,8 @@ export class Vm {
         return WasmResult.Ok;
       },
       proxy_get_log_level: (ptr: number) => (this.writeU32(ptr, 0) ? WasmResult.Ok : this.bad("log level pointer")),
-      proxy_get_current_time_nanoseconds: (ptr: number) => {
-        ptr >>>= 0;
-        const dv = this.view();
-        if (ptr + 8 > dv.byteLength) return this.bad("time pointer out of bounds");
-        dv.setBigUint64(ptr, this.host.clock.nanos(), true);
-        return WasmResult.Ok;
-      },
+      proxy_get_current_time_nanoseconds: (ptr: number) =>
+        guarded(this.onProblem, () => writeU64(this.guest, ptr, this.host.clock.nanos(), "time pointer")),
       proxy_get_property: (pathPtr: number, pathLen: number, valuePtrPtr: number, valueSizePtr: number) => {
         const p = this.text(pathPtr, pathLen);
         if (p === undefined) return this.bad("property path out of bounds");
@@ -960,11 +951,7 @@ export class Vm {
       proxy_get_metric: (id: number, ptr: number) => {
         const { result, value } = getMetric(this.metricIds, id);
         if (result !== WasmResult.Ok) return result;
-        ptr >>>= 0;
-        const dv = this.view();
-        if (ptr + 8 > dv.byteLength) return this.bad("metric value pointer out of bounds");
-        dv.setBigUint64(ptr, value, true);
-        return WasmResult.Ok;
+        return guarded(this.onProblem, () => writeU64(this.guest, ptr, value, "metric value pointer"));
       },
     };
 

@@ -114,20 +114,36 @@ export class GuestMemoryError extends Error {
   override name = "GuestMemoryError";
 }
 
+/** A view of module memory after checking that `size` bytes at `ptr` fit; throws GuestMemoryError otherwise. */
+function viewFor(guest: GuestMemory, ptr: number, size: number, what: string): DataView {
+  const view = new DataView(guest.memory().buffer);
+  if ((ptr >>> 0) + size > view.byteLength) throw new GuestMemoryError(`${what} out of bounds`);
+  return view;
+}
+
 /** Writes a u32 little-endian at `ptr`; throws GuestMemoryError when it does not fit in memory. */
 export function writeU32(guest: GuestMemory, ptr: number, value: number, what = "out-param pointer"): void {
-  ptr >>>= 0;
-  const view = new DataView(guest.memory().buffer);
-  if (ptr + 4 > view.byteLength) throw new GuestMemoryError(`${what} out of bounds`);
-  view.setUint32(ptr, value >>> 0, true);
+  viewFor(guest, ptr, 4, what).setUint32(ptr >>> 0, value >>> 0, true);
 }
 
 /** Writes a u64 little-endian at `ptr`; throws GuestMemoryError when it does not fit in memory. */
 export function writeU64(guest: GuestMemory, ptr: number, value: bigint, what = "out-param pointer"): void {
-  ptr >>>= 0;
-  const view = new DataView(guest.memory().buffer);
-  if (ptr + 8 > view.byteLength) throw new GuestMemoryError(`${what} out of bounds`);
-  view.setBigUint64(ptr, BigInt.asUintN(64, value), true);
+  viewFor(guest, ptr, 8, what).setBigUint64(ptr >>> 0, BigInt.asUintN(64, value), true);
+}
+
+/**
+ * Runs `write` (which throws GuestMemoryError when a pointer is bad) and returns Ok, or InvalidMemoryAccess after
+ * passing the reason to `onProblem`.
+ */
+export function guarded(onProblem: (what: string) => void, write: () => void): number {
+  try {
+    write();
+    return WasmResult.Ok;
+  } catch (err) {
+    if (!(err instanceof GuestMemoryError)) throw err;
+    onProblem(err.message);
+    return WasmResult.InvalidMemoryAccess;
+  }
 }
 
 /**
@@ -142,7 +158,7 @@ export function copyOut(
   sizePtr: number,
   onProblem: (what: string) => void = () => {},
 ): number {
-  try {
+  return guarded(onProblem, () => {
     let ptr = 0;
     if (value.length > 0) {
       ptr = Number(guest.malloc(value.length)) >>> 0;
@@ -153,12 +169,7 @@ export function copyOut(
     }
     writeU32(guest, ptrPtr, ptr);
     writeU32(guest, sizePtr, value.length);
-    return WasmResult.Ok;
-  } catch (err) {
-    if (!(err instanceof GuestMemoryError)) throw err;
-    onProblem(err.message);
-    return WasmResult.InvalidMemoryAccess;
-  }
+  });
 }
 
 /**
@@ -243,14 +254,7 @@ export function copyOutSharedEntry(
   if (!entry) return WasmResult.NotFound;
   const result = copyOut(guest, entry.value, ptrPtr, sizePtr, onProblem);
   if (result !== WasmResult.Ok) return result;
-  try {
-    writeU32(guest, casPtr, entry.cas, "cas pointer");
-    return WasmResult.Ok;
-  } catch (err) {
-    if (!(err instanceof GuestMemoryError)) throw err;
-    onProblem(err.message);
-    return WasmResult.InvalidMemoryAccess;
-  }
+  return guarded(onProblem, () => writeU32(guest, casPtr, entry.cas, "cas pointer"));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,21 +10,8 @@
 //   that make no sense outside a request (and what the SDK must tolerate);
 // - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record
 //   its table geometry).
-import {
-  BufferType,
-  LOG_LEVEL_NAMES,
-  MetricIds,
-  SharedData,
-  StatsScope,
-  WasmResult,
-  copyOut,
-  copyOutRange,
-  copyOutSharedEntry,
-  defineMetric,
-  writeU32,
-  writeU64,
-  type GuestMemory,
-} from "./proxy-wasm-abi.ts";
+import { BufferType, LOG_LEVEL_NAMES, MetricIds, SharedData, StatsScope, WasmResult, type GuestMemory } from "./proxy-wasm-abi.ts";
+import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
 
 export { WasmResult } from "./proxy-wasm-abi.ts";
 
