@@ -2,21 +2,11 @@
 // (tools/lib/proxy-wasm-abi.ts), checked on its own against a fake module memory and malloc.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import {
-  MetricIds,
-  SharedData,
-  StatsScope,
-  WasmResult,
-  copyOut,
-  copyOutRange,
-  copyOutSharedEntry,
-  defineMetric,
-  getMetric,
-  incrementMetric,
-  missingExports,
-  recordMetric,
-  type GuestMemory,
-} from "../../tools/lib/proxy-wasm-abi.ts";
+import * as abi from "../../tools/lib/proxy-wasm-abi.ts";
+import type { GuestMemory } from "../../tools/lib/proxy-wasm-abi.ts";
+
+const { MetricIds, SharedData, StatsScope, WasmResult, copyOut, copyOutRange, copyOutSharedEntry } = abi;
+const { defineMetric, getMetric, incrementMetric, missingExports, recordMetric } = abi;
 
 /** A one-page module memory whose malloc hands out addresses from 1024 upwards and counts its calls. */
 function fakeGuest(mallocResult?: number): GuestMemory & { mallocs: number; u32(ptr: number): number } {
