@@ -2,7 +2,10 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-export * from "@solo-io/proxy-runtime/assembly/proxy";
+// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
+export * from "@solo-io/proxy-runtime/assembly/exports";
+export { free } from "@solo-io/proxy-runtime/assembly/malloc";
+export { malloc } from "./host";
 import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
@@ -10,19 +13,36 @@ import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assem
 import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
-import { header, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
-import { matchesAny } from "./glob";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, nowMs, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { pathUnder } from "./paths";
+import { matchesAnyAt } from "./glob";
 import { Table, FAILED } from "./table";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
-// path, and garbage is collected explicitly. A finished stream is the one point where everything alive is
-// reachable from globals (the SDK's context map still holds the stream being deleted), so a full
-// collection runs every COLLECT_EVERY deletions. Live data is small (config, table view, open streams).
-const COLLECT_EVERY: i32 = 1024;
-let deletions: i32 = 0;
+// path, and garbage is collected explicitly. When a stream callback returns, everything alive is
+// reachable from globals (the SDK's context map holds the stream), so a full collection may run as the
+// last step of any stream callback. It runs once the garbage made since the last one may exceed
+// COLLECT_BYTES: the bytes the host copied into managed buffers (shared data reads; host.ts counts them
+// exactly) plus CALLBACK_CHARGE per callback for the module's own small objects (a stream context, its
+// context-map entry). Header and property values never reach the collected heap (host.ts), so what a
+// client sends cannot grow it, and open streams do not postpone collection. Live data is small
+// (config, table view, open streams).
+const COLLECT_BYTES: usize = 2 << 20;
+const CALLBACK_CHARGE: usize = 256;
+let charged: usize = 0;
+
+// Runs a collection when enough garbage may have accumulated; call only as a stream callback's last step.
+function settle(): void {
+  charged += CALLBACK_CHARGE;
+  if (charged + hostBytes >= COLLECT_BYTES) {
+    charged = 0;
+    resetHostBytes();
+    __collect();
+  }
+}
 
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
@@ -87,15 +107,21 @@ class GuardHttp extends Context {
   }
 
   onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    let action = this.decide();
+    settle();
+    return action;
+  }
+
+  private decide(): FilterHeadersStatusValues {
     let cfg = this.cfg;
     if (cfg === null) return FilterHeadersStatusValues.Continue;
     let metrics = this.guard.metrics;
     metrics.inc(m.REQUESTS);
 
     if (cfg.skipPaths.length > 0) {
-      let path = header(REQUEST_HEADERS, PATH);
-      for (let i = 0, n = cfg.skipPaths.length; i < n; i++) {
-        if (startsWith(path, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
+      let n = readHeader(REQUEST_HEADERS, PATH);
+      for (let i = 0, k = cfg.skipPaths.length; i < k; i++) {
+        if (pathUnder(valuePtr, n, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
       }
     }
 
@@ -112,7 +138,11 @@ class GuardHttp extends Context {
     this.hi = hi;
     this.lo = lo;
     this.tracked = true;
-    let ua = cfg.rules[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
+    let ua = false;
+    if (cfg.rules[RULE_UA].enabled) {
+      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
+    }
     let now = nowMs();
     let table = changetype<Table>(this.guard.table);
     let decision = table.request(cfg, hi, lo, ua, now);
@@ -127,33 +157,34 @@ class GuardHttp extends Context {
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.countResponse();
+    settle();
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  // Counts an error response against the client's errors bucket when its status matches.
+  private countResponse(): void {
     let cfg = this.cfg;
     // Our own local replies, and responses to requests dry-run would have denied, never count.
-    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) {
-      return FilterHeadersStatusValues.Continue;
-    }
-    let status = header(RESPONSE_HEADERS, STATUS);
-    if (status.byteLength != 3) return FilterHeadersStatusValues.Continue;
-    let p = changetype<usize>(status);
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) return;
+    let n = readHeader(RESPONSE_HEADERS, STATUS);
+    if (n != 3) return;
+    let p = valuePtr;
     let code: i32 = 0;
     for (let i = 0; i < 3; i++) {
       let d = <i32>load<u8>(p + <usize>i) - 0x30;
-      if (d < 0 || d > 9) return FilterHeadersStatusValues.Continue;
+      if (d < 0 || d > 9) return;
       code = code * 10 + d;
     }
-    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return FilterHeadersStatusValues.Continue;
+    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
     let now = nowMs();
     let table = changetype<Table>(this.guard.table);
     if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
-    return FilterHeadersStatusValues.Continue;
   }
 
   onDelete(): void {
-    if (++deletions >= COLLECT_EVERY) {
-      deletions = 0;
-      __collect();
-    }
+    settle();
   }
 
   // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
