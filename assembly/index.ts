@@ -13,7 +13,8 @@ import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assem
 import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
-import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, nowMs, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
 import { Table, FAILED } from "./table";
@@ -79,7 +80,7 @@ class GuardRoot extends RootContext {
     let table = new Table(cfg.capacity);
     this.table = table;
     this.reply = new LocalReply(cfg);
-    if (table.migrate(cfg, nowMs())) {
+    if (table.migrate(cfg, clockMs())) {
       this.metrics.trackDelta(table.occupiedDelta);
       log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
         table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
@@ -143,7 +144,7 @@ class GuardHttp extends Context {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
-    let now = nowMs();
+    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let decision = table.request(cfg, hi, lo, ua, now);
     if (decision == FAILED) {
@@ -177,7 +178,7 @@ class GuardHttp extends Context {
       code = code * 10 + d;
     }
     if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
-    let now = nowMs();
+    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
