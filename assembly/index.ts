@@ -7,13 +7,13 @@ export * from "@solo-io/proxy-runtime/assembly/exports";
 export { free } from "@solo-io/proxy-runtime/assembly/malloc";
 export { malloc } from "./host";
 import {
-  RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
+  RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
-import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
@@ -48,6 +48,7 @@ function settle(): void {
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
+const GRPC_STATUS = bytes("grpc-status");
 
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
 class GuardRoot extends RootContext {
@@ -91,6 +92,18 @@ class GuardRoot extends RootContext {
   }
 }
 
+// Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
+function grpcMatches(mask: u32, p: usize, n: i32): bool {
+  if (n < 1 || n > 2) return false;
+  let v: u32 = 0;
+  for (let i = 0; i < n; i++) {
+    let d = <u32>load<u8>(p + <usize>i) - 0x30;
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  return v <= 16 && (mask & ((<u32>1) << v)) != 0;
+}
+
 /** One HTTP stream. */
 class GuardHttp extends Context {
   private guard: GuardRoot;
@@ -100,6 +113,7 @@ class GuardHttp extends Context {
   private tracked: bool = false;
   private replied: bool = false;
   private wouldDeny: bool = false;
+  private awaitTrailers: bool = false;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -177,7 +191,34 @@ class GuardHttp extends Context {
       if (d < 0 || d > 9) return;
       code = code * 10 + d;
     }
+    // gRPC: an error travels with HTTP 200, in grpc-status, either in these headers (a trailers-only
+    // response) or in the trailers. Read only when gRPC statuses are configured.
+    if (code == 200 && cfg.grpcMatch != 0) {
+      let g = readHeader(RESPONSE_HEADERS, GRPC_STATUS);
+      if (g > 0) {
+        if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      } else {
+        this.awaitTrailers = true;
+      }
+      return;
+    }
     if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
+    this.countError(cfg);
+  }
+
+  onResponseTrailers(trailers: u32): FilterTrailersStatusValues {
+    if (this.awaitTrailers) {
+      this.awaitTrailers = false;
+      let cfg = changetype<Config>(this.cfg);
+      let g = readHeader(RESPONSE_TRAILERS, GRPC_STATUS);
+      if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      settle();
+    }
+    return FilterTrailersStatusValues.Continue;
+  }
+
+  // One error response of the tracked client.
+  private countError(cfg: Config): void {
     let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);

@@ -73,6 +73,7 @@ export const DEFAULT_WASM = process.env.TG_WASM
 
 const HEADER_REQUEST = 0;
 const HEADER_RESPONSE = 2;
+const HEADER_RESPONSE_TRAILERS = 3;
 const BUFFER_VM_CONFIGURATION = 6;
 const BUFFER_PLUGIN_CONFIGURATION = 7;
 const METRIC_COUNTER = 0;
@@ -588,6 +589,8 @@ export class HttpStream {
   readonly logs: LogEntry[] = [];
   /** Response headers seen by the filter in proxy_on_response_headers. */
   responseHeaders: HeaderPair[] = [];
+  /** Response trailers seen by the filter in proxy_on_response_trailers (undefined: none were sent). */
+  responseTrailers?: HeaderPair[];
   /** True once proxy_on_delete ran. */
   finished = false;
   requestHeaders: HeaderPair[];
@@ -634,10 +637,10 @@ export class HttpStream {
 
   /**
    * Delivers the upstream response (when the request reached it) through proxy_on_response_headers,
-   * then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
+   * and `trailers`, when given, through proxy_on_response_trailers, then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
    * upstream was never reached: `status` is ignored and the stream just ends.
    */
-  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}): this {
+  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}, trailers?: Record<string, Bytes>): this {
     if (this.finished) throw new Error("respond(): stream already finished");
     if (this.stalled) {
       throw new Error(
@@ -655,6 +658,12 @@ export class HttpStream {
       this.responseAction = this.vm.call("proxy_on_response_headers", this, this.contextId, this.responseHeaders.length, 0);
       if (this.responseAction !== FilterHeadersStatus.Continue && !this.localReply) {
         this.vm.host.violations.push(`proxy_on_response_headers returned ${this.responseAction} without a local reply: the response would hang`);
+      }
+      if (trailers) {
+        // Envoy calls proxy_on_response_trailers when the upstream response ends with trailers (gRPC).
+        this.responseTrailers = Object.entries(trailers).map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair);
+        const action = this.vm.call("proxy_on_response_trailers", this, this.contextId, this.responseTrailers.length);
+        if (action !== 0) this.vm.host.violations.push(`proxy_on_response_trailers returned ${action}: the response would hang`);
       }
     }
     this.finish();
@@ -677,6 +686,7 @@ export class HttpStream {
   headerMap(type: number): HeaderPair[] | undefined {
     if (type === HEADER_REQUEST) return this.requestHeaders;
     if (type === HEADER_RESPONSE && (this.phase === "response" || this.phase === "done")) return this.responseHeaders;
+    if (type === HEADER_RESPONSE_TRAILERS) return this.responseTrailers;
     return undefined;
   }
 }
