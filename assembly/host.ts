@@ -101,10 +101,3 @@ export function nowMs(): u64 {
 export function bytes(s: string): ArrayBuffer {
   return String.UTF8.encode(s);
 }
-
-/** Whether the n bytes at p start with the bytes of `prefix`. */
-export function startsWith(p: usize, n: i32, prefix: ArrayBuffer): bool {
-  let k = prefix.byteLength;
-  if (n < k) return false;
-  return memory.compare(p, changetype<usize>(prefix), <usize>k) == 0;
-}
