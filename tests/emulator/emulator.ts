@@ -97,26 +97,39 @@ export function durationMs(d: string | number): number {
 // ---------------------------------------------------------------------------------------------
 // Clock
 
-/** The wall clock every VM reads through proxy_get_current_time_nanoseconds; only tests move it. */
+/**
+ * The clocks every VM reads; only tests move them. The wall clock is what
+ * proxy_get_current_time_nanoseconds and WASI clock_time_get(0) return; the monotonic clock is WASI
+ * clock_time_get(1), which proxy-wasm-cpp-host serves from Envoy's per-process steady clock.
+ */
 export class Clock {
-  /** Current time in milliseconds since the Unix epoch. */
+  /** Current wall-clock time in milliseconds since the Unix epoch. */
   nowMs: number;
+  /** Current monotonic time in milliseconds (an arbitrary origin: like Envoy's steady clock, time since boot). */
+  monoMs = 7_200_000;
+  /** When false, clock_time_get returns ENOTSUP for the monotonic clock (a host without it). */
+  monotonic = true;
   constructor(startMs = Date.UTC(2024, 0, 15, 12, 0, 0)) {
     this.nowMs = startMs;
   }
-  /** Moves the clock forward by a duration ("61s", "1h30m") or a number of milliseconds. */
+  /** Moves both clocks forward by a duration ("61s", "1h30m") or a number of milliseconds. */
   advance(d: string | number): void {
     const ms = durationMs(d);
     if (ms < 0) throw new Error("Clock.advance: time cannot go backwards");
     this.nowMs += ms;
+    this.monoMs += ms;
   }
-  /** Sets the time, backwards too: Envoy hands out the system wall clock, which NTP may step back. */
+  /** Steps the wall clock only, backwards too (NTP, an operator); the monotonic clock does not move. */
   set(ms: number): void {
     this.nowMs = ms;
   }
-  /** Current time in nanoseconds, as the host hands it to the module. */
+  /** Current wall-clock time in nanoseconds, as the host hands it to the module. */
   nanos(): bigint {
     return BigInt(Math.round(this.nowMs)) * 1_000_000n;
+  }
+  /** Current monotonic time in nanoseconds. */
+  monoNanos(): bigint {
+    return BigInt(Math.round(this.monoMs)) * 1_000_000n;
   }
 }
 
@@ -516,6 +529,8 @@ export class HttpStream {
   readonly logs: LogEntry[] = [];
   /** Response headers seen by the filter in proxy_on_response_headers. */
   responseHeaders: HeaderPair[] = [];
+  /** Response trailers seen by the filter in proxy_on_response_trailers (undefined: none were sent). */
+  responseTrailers?: HeaderPair[];
   /** True once proxy_on_delete ran. */
   finished = false;
   requestHeaders: HeaderPair[];
@@ -562,10 +577,10 @@ export class HttpStream {
 
   /**
    * Delivers the upstream response (when the request reached it) through proxy_on_response_headers,
-   * then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
+   * and `trailers`, when given, through proxy_on_response_trailers, then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
    * upstream was never reached: `status` is ignored and the stream just ends.
    */
-  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}): this {
+  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}, trailers?: Record<string, Bytes>): this {
     if (this.finished) throw new Error("respond(): stream already finished");
     if (this.stalled) {
       throw new Error(
@@ -583,6 +598,12 @@ export class HttpStream {
       this.responseAction = this.vm.call("proxy_on_response_headers", this, this.contextId, this.responseHeaders.length, 0);
       if (this.responseAction !== FilterHeadersStatus.Continue && !this.localReply) {
         this.vm.host.violations.push(`proxy_on_response_headers returned ${this.responseAction} without a local reply: the response would hang`);
+      }
+      if (trailers) {
+        // Envoy calls proxy_on_response_trailers when the upstream response ends with trailers (gRPC).
+        this.responseTrailers = Object.entries(trailers).map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair);
+        const action = this.vm.call("proxy_on_response_trailers", this, this.contextId, this.responseTrailers.length);
+        if (action !== 0) this.vm.host.violations.push(`proxy_on_response_trailers returned ${action}: the response would hang`);
       }
     }
     this.finish();
@@ -605,6 +626,7 @@ export class HttpStream {
   headerMap(type: number): HeaderPair[] | undefined {
     if (type === HeaderMapType.RequestHeaders) return this.requestHeaders;
     if (type === HeaderMapType.ResponseHeaders && (this.phase === "response" || this.phase === "done")) return this.responseHeaders;
+    if (type === HeaderMapType.ResponseTrailers) return this.responseTrailers;
     return undefined;
   }
 }
@@ -955,11 +977,26 @@ export class Vm {
       },
     };
 
+    // WASI clock_time_get as proxy-wasm-cpp-host implements it (src/exports.cc): id 0 realtime, id 1
+    // monotonic, anything else ENOTSUP (58); the time is written as a u64 at the pointer.
+    const wasi = {
+      clock_time_get: (id: number, _precision: bigint, ptr: number) => {
+        this.importCalls.set("clock_time_get", (this.importCalls.get("clock_time_get") ?? 0) + 1);
+        const clock = this.host.clock;
+        if (id !== 0 && !(id === 1 && clock.monotonic)) return 58;
+        ptr >>>= 0;
+        const dv = this.view();
+        if (ptr + 8 > dv.byteLength) return 21; // EFAULT
+        dv.setBigUint64(ptr, id === 0 ? clock.nanos() : clock.monoNanos(), true);
+        return 0;
+      },
+    };
     const env: Record<string, (...a: any[]) => number> = {};
     for (const imp of WebAssembly.Module.imports(this.host.module)) {
       if (imp.kind !== "function") throw new Error(`module imports ${imp.module}.${imp.name} (${imp.kind}); Envoy provides only functions`);
+      if (imp.module === "wasi_snapshot_preview1" && imp.name === "clock_time_get") continue;
       if (imp.module !== "env" || !imp.name.startsWith("proxy_")) {
-        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI, no env.abort)`);
+        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI but clock_time_get, no env.abort)`);
       }
       const f = impl[imp.name];
       const name = imp.name;
@@ -972,7 +1009,7 @@ export class Vm {
         return f(...a);
       };
     }
-    return { env };
+    return { env, wasi_snapshot_preview1: wasi };
   }
 
   private property(p: string): Uint8Array | undefined {

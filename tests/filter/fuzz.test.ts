@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Host, TrapError, type Bytes, type RequestOptions } from "../emulator/emulator.ts";
-import { M, cfg, rateRule, uaRule, errorsRule, prng, tableKeys, TABLE_KEY, META_KEY } from "./helpers.ts";
+import { M, cfg, rateRule, uaRule, errorsRule, prng, tableKeys, TABLE_KEY, META_KEY, CLOCK_KEY } from "./helpers.ts";
 
 const SEED = process.env.TRAFFIC_GUARD_FUZZ_SEED ? Number(process.env.TRAFFIC_GUARD_FUZZ_SEED) : Date.now() % 2 ** 31;
 const N = process.env.TRAFFIC_GUARD_FUZZ_N ? Number(process.env.TRAFFIC_GUARD_FUZZ_N) : 12_000;
@@ -154,7 +154,7 @@ test(`random hostile requests never trap the VM and always get a valid action (s
     }
     assert.equal(h.metrics.get(M.requests), perConfig, `seed ${SEED}, config ${ci}: every request counted once`);
     assert.ok(h.metrics.get(M.tracked) <= 1024, "tracked clients <= capacity");
-    assert.ok(h.store.keys().every((k) => TABLE_KEY.test(k) || k === META_KEY), "only table keys written");
+    assert.ok(h.store.keys().every((k) => TABLE_KEY.test(k) || k === META_KEY || k === CLOCK_KEY), "only table keys written");
     assert.ok(tableKeys(h).length <= 128);
     for (const vm of h.vms) assert.ok(vm.memoryBytes <= 64 * 1024 * 1024, `VM memory ${vm.memoryBytes} B stays bounded`);
     h.assertClean();

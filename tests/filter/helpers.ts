@@ -217,6 +217,8 @@ export function exampleConfig(overrides: Record<string, any> = {}): string {
 export const TABLE_KEY = /^traffic-guard\/t\/[0-9a-f]{5}\/[0-9a-f]{5}$/;
 /** The one other key the filter writes: the table geometry, for migration after a capacity change. */
 export const META_KEY = "traffic-guard/meta";
+/** The shared-data key of the clock offset (assembly/clock.ts), one per Envoy process. */
+export const CLOCK_KEY = "traffic-guard/clock";
 
 /** The client-table keys in the store (excluding the geometry key). */
 export function tableKeys(h: Host): string[] {

@@ -379,9 +379,20 @@ function createMockHost() {
     return out;
   }
 
+  // WASI clock_time_get as proxy-wasm-cpp-host implements it: id 0 realtime, id 1 monotonic (here the
+  // mock's one clock serves both), anything else ENOTSUP (58).
+  const wasi = {
+    clock_time_get(id, _precision, out) {
+      if (id !== 0 && id !== 1) return 58;
+      view().setBigUint64(out, state.timeNs, true);
+      return 0;
+    },
+  };
+
   return {
     mock,
     envFor,
+    wasi,
     state,
     bind(instance) {
       ex = instance.exports;
