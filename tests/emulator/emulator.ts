@@ -51,6 +51,7 @@ import {
   recordMetric,
   writeU32,
   writeU64,
+  wasiClockTimeGet,
   type SharedEntry,
   type Stat,
 } from "../../tools/lib/proxy-wasm-abi.ts";
@@ -977,18 +978,12 @@ export class Vm {
       },
     };
 
-    // WASI clock_time_get as proxy-wasm-cpp-host implements it (src/exports.cc): id 0 realtime, id 1
-    // monotonic, anything else ENOTSUP (58); the time is written as a u64 at the pointer.
+    // WASI clock_time_get, the one WASI import proxy-wasm-cpp-host serves that the filter uses.
     const wasi = {
       clock_time_get: (id: number, _precision: bigint, ptr: number) => {
         this.importCalls.set("clock_time_get", (this.importCalls.get("clock_time_get") ?? 0) + 1);
         const clock = this.host.clock;
-        if (id !== 0 && !(id === 1 && clock.monotonic)) return 58;
-        ptr >>>= 0;
-        const dv = this.view();
-        if (ptr + 8 > dv.byteLength) return 21; // EFAULT
-        dv.setBigUint64(ptr, id === 0 ? clock.nanos() : clock.monoNanos(), true);
-        return 0;
+        return wasiClockTimeGet(this.guest, id, ptr, clock.nanos(), clock.monotonic ? clock.monoNanos() : undefined);
       },
     };
     const env: Record<string, (...a: any[]) => number> = {};

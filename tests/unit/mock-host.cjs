@@ -379,13 +379,10 @@ function createMockHost() {
     return out;
   }
 
-  // WASI clock_time_get as proxy-wasm-cpp-host implements it: id 0 realtime, id 1 monotonic (here the
-  // mock's one clock serves both), anything else ENOTSUP (58).
+  // WASI clock_time_get as proxy-wasm-cpp-host serves it (the shared core); the mock's one clock serves both ids.
   const wasi = {
     clock_time_get(id, _precision, out) {
-      if (id !== 0 && id !== 1) return 58;
-      view().setBigUint64(out, state.timeNs, true);
-      return 0;
+      return abi.wasiClockTimeGet(guest, id, out, BigInt(state.timeNs), BigInt(state.timeNs));
     },
   };
 

@@ -373,3 +373,31 @@ export function getMetric(ids: MetricIds, id: number): { result: number; value: 
   if (s.type === "histogram") return { result: WasmResult.BadArgument, value: 0n };
   return { result: WasmResult.Ok, value: BigInt(Math.max(0, s.value)) };
 }
+
+// ---------------------------------------------------------------------------------------------
+// WASI clock
+
+/** WASI errno values that `clock_time_get` returns. */
+export const WasiErrno = { Success: 0, Fault: 21, NotSupported: 58 } as const;
+
+/** WASI clock ids: 0 realtime (wall), 1 monotonic. */
+export const WasiClock = { Realtime: 0, Monotonic: 1 } as const;
+
+/**
+ * WASI `clock_time_get` as proxy-wasm-cpp-host serves it (src/exports.cc): id 0 is the wall clock, id 1 Envoy's
+ * per-process steady clock, anything else ENOTSUP; the time is written as a u64 of nanoseconds at `ptr`.
+ * `monotonicNs` undefined models a host without a monotonic clock (id 1 is then ENOTSUP too).
+ */
+export function wasiClockTimeGet(guest: GuestMemory, id: number, ptr: number, wallNs: bigint, monotonicNs: bigint | undefined): number {
+  let value: bigint;
+  if (id === WasiClock.Realtime) value = wallNs;
+  else if (id === WasiClock.Monotonic && monotonicNs !== undefined) value = monotonicNs;
+  else return WasiErrno.NotSupported;
+  try {
+    writeU64(guest, ptr, value, "clock_time_get time pointer");
+    return WasiErrno.Success;
+  } catch (err) {
+    if (err instanceof GuestMemoryError) return WasiErrno.Fault;
+    throw err;
+  }
+}

@@ -8,10 +8,11 @@
 // - the only property is `plugin_root_id`; any other is NotFound;
 // - every import this host does not emulate answers Unimplemented (12), which is what Envoy returns for calls
 //   that make no sense outside a request (and what the SDK must tolerate);
+// - WASI clock_time_get serves the wall clock for both clock ids;
 // - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record
 //   its table geometry).
 import { BufferType, LOG_LEVEL_NAMES, MetricIds, SharedData, StatsScope, WasmResult, type GuestMemory } from "./proxy-wasm-abi.ts";
-import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
+import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, wasiClockTimeGet, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
 
 export { WasmResult } from "./proxy-wasm-abi.ts";
 
@@ -120,7 +121,15 @@ export async function configureFilter(
     if (imp.kind !== "function") {
       throw new Error(`the module imports ${imp.kind} ${imp.module}.${imp.name}; a proxy-wasm filter must not`);
     }
-    const fn = imp.module === "env" && Object.hasOwn(emulated, imp.name) ? emulated[imp.name] : undefined;
+    const fn = imp.module === "env" && Object.hasOwn(emulated, imp.name)
+      ? emulated[imp.name]
+      : imp.module === "wasi_snapshot_preview1" && imp.name === "clock_time_get"
+        ? (id: number, _precision: bigint, ptr: number) => {
+          // One clock serves both ids: configure reads the time but never waits on it.
+          const ns = BigInt(Math.floor(nowMs())) * 1_000_000n;
+          return wasiClockTimeGet(guest, id, ptr, ns, ns);
+        }
+        : undefined;
     importObject[imp.module] ??= {};
     importObject[imp.module][imp.name] = fn ?? (() => {
       outcome.unimplementedCalls.push(`${imp.module}.${imp.name}`);
