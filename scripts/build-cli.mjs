@@ -17,6 +17,9 @@ await build({
   // Some dependencies (commander, ajv) are CommonJS and require() Node built-ins; an ES module has no require,
   // so give the bundle one.
   banner: { js: 'import { createRequire as __tgCreateRequire } from "node:module"; const require = __tgCreateRequire(import.meta.url);' },
+  // re2-wasm (the regex engine of @kubernetes-models' prometheus-operator validators) loads re2.wasm from beside its
+  // own file via __dirname, so it stays a runtime import of the installed package rather than part of the bundle.
+  external: ["re2-wasm"],
   legalComments: "eof",
   logLevel: "warning",
 });
