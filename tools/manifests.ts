@@ -70,7 +70,7 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
     .option("--runbook-url <url>", "with --monitoring: URL of docs/monitoring.md for the alerts' runbook_url")
     .action(async (opts: ManifestOptions, command: Command) => {
       if (opts.monitoring) {
-        io.stdout(renderMonitoring(opts, argv));
+        io.stdout(await renderMonitoring(opts, argv));
         return;
       }
       const header = opts.header ? generatedHeader(argv) : undefined;
