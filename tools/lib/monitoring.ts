@@ -228,7 +228,7 @@ export function buildPrometheusRule(input: MonitoringInput): PrometheusRule {
     kind: PrometheusRule.kind,
     metadata: { name: NAMES.rule, namespace: input.namespace, labels: labelsFor(input) },
     spec: { groups: ruleGroups(input) },
-  } as IPrometheusRule;
+  } as unknown as IPrometheusRule;
   const problems = prometheusRuleProblems(object);
   if (problems.length > 0) throw new UserError("the PrometheusRule is invalid", problems);
   return new PrometheusRule(object);
