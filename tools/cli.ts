@@ -12,6 +12,7 @@ import { processIO, type CliIO, type CommandContext } from "./lib/command.ts";
 import { describeError, UserError } from "./lib/errors.ts";
 import { VERSION } from "./lib/manifests.ts";
 import { registerManifests } from "./manifests.ts";
+import { registerMonitoring } from "./monitoring.ts";
 import { registerPackage } from "./package.ts";
 import { registerPush } from "./push.ts";
 import { registerSync } from "./sync.ts";
@@ -40,6 +41,7 @@ export function createProgram(io: CliIO = processIO, argv: string[] = []): Comma
   registerPackage(program, context);
   registerPush(program, context);
   registerManifests(program, context);
+  registerMonitoring(program, context);
   registerSync(program, context);
   return program;
 }

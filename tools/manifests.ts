@@ -13,6 +13,7 @@ import {
 import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
 import { renderSyncRbac } from "./sync.ts";
+import { renderMonitoring } from "./monitoring.ts";
 
 interface ManifestOptions {
   policy?: string;
@@ -38,6 +39,9 @@ interface ManifestOptions {
   rbac?: boolean;
   controller?: boolean;
   controllerImage?: string;
+  monitoring?: boolean;
+  label?: Record<string, string>;
+  runbookUrl?: string;
 }
 
 /** Adds `traffic-guard manifests` to the program. */
@@ -68,7 +72,14 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
     .option("--rbac", "print only the ServiceAccount, ClusterRole and ClusterRoleBinding that `traffic-guard sync` needs (in --namespace, default istio-system)")
     .option("--controller", "print the in-cluster controller instead: RBAC, the policy as a ConfigMap and the Deployment of --controller-image running `sync --watch` (in --namespace, default istio-system)")
     .option("--controller-image <reference>", "the controller image pinned by digest (registry/repo:tag@sha256:…), built by `npm run build:controller-image`")
+    .option("--monitoring", "print only the PrometheusRule, PodMonitor and Grafana dashboard ConfigMap (in --namespace, default istio-system; same as `traffic-guard monitoring`)")
+    .option("--label <key=value>", "with --monitoring: extra label on every object (repeatable)", keyValue)
+    .option("--runbook-url <url>", "with --monitoring: URL of docs/monitoring.md for the alerts' runbook_url")
     .action(async (opts: ManifestOptions, command: Command) => {
+      if (opts.monitoring) {
+        io.stdout(await renderMonitoring(opts, argv));
+        return;
+      }
       const header = opts.header ? generatedHeader(argv) : undefined;
       if (opts.rbac && opts.controller) {
         command.error("error: choose at most one of --rbac or --controller", { exitCode: 2, code: "traffic-guard.usage" });
