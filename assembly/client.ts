@@ -24,8 +24,11 @@
 
 import { Config, Source, MeshCallers } from "./config";
 import { parseAddress, parsedHi, parsedLo, isV4, maskHi, maskLo, V4_MARK, anyContains } from "./address";
-import { header, property, bytes, REQUEST_HEADERS } from "./host";
-import { peerIdentity, anySpiffeMatch, identityKey, keyHi, keyLo, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
+import { readHeader, readProperty, valuePtr, bytes, REQUEST_HEADERS } from "./host";
+import {
+  readPeerIdentity, idLen, idOversized, ID_BUF, anySpiffeMatch, identityKey, keyHi, keyLo,
+  HIDDEN_PEER_HI, HIDDEN_PEER_LO, OVERSIZED_ID_HI, OVERSIZED_ID_LO,
+} from "./identity";
 
 const XFF = bytes("x-forwarded-for");
 const EXTERNAL = bytes("x-envoy-external-address");
@@ -40,10 +43,8 @@ export const UNRESOLVED: i32 = 2;
 /** A mesh caller under meshCallers "exempt": the request is not accounted. */
 export const EXEMPT: i32 = 3;
 
-const NO_IDENTITY = new ArrayBuffer(0);
-
-/** The peer's verified SPIFFE ID when the last resolveClient read it (empty: plaintext or not read). */
-export let identity: ArrayBuffer = NO_IDENTITY;
+/** The last resolveClient read a mesh identity (identity.ts: idLen bytes at ID_BUF, or idOversized). */
+export let hasIdentity: bool = false;
 /** The last resolved key is the caller's identity (or the hidden plaintext peer), not an address. */
 export let byIdentity: bool = false;
 /** The last resolveClient ignored an address header from an untrusted peer. */
@@ -61,14 +62,16 @@ export let clientHi: u64 = 0;
 /** Low word of the resolved, aggregated client address. */
 export let clientLo: u64 = 0;
 
-function parseBuffer(b: ArrayBuffer): bool {
-  return b.byteLength > 0 && parseAddress(changetype<usize>(b), <usize>b.byteLength);
+// Header and property values are read into the host module's scratch region (host.ts): nothing here
+// allocates, and only the bytes of the chosen entry are parsed.
+function parseValue(n: i32): bool {
+  return n > 0 && parseAddress(valuePtr, <usize>n);
 }
 
-/** Picks the entry `hops` places from the right of an x-forwarded-for value and parses it. */
-export function parseXff(b: ArrayBuffer, hops: i32): bool {
-  let start = changetype<usize>(b);
-  let end = start + <usize>b.byteLength;
+/** Picks the entry `hops` places from the right of the n x-forwarded-for bytes at p and parses it. */
+export function parseXff(p: usize, n: i32, hops: i32): bool {
+  let start = p;
+  let end = start + <usize>n;
   let i = end;
   let seen = 0;
   while (true) {
@@ -81,11 +84,9 @@ export function parseXff(b: ArrayBuffer, hops: i32): bool {
   }
 }
 
-// Whether an address Envoy reported for the peer ("ip:port" or "[v6]:port") carries port 0: Envoy
-// took it from x-forwarded-for (use_remote_address false) instead of the TCP connection.
-function hasPortZero(b: ArrayBuffer): bool {
-  let p = changetype<usize>(b);
-  let n = <usize>b.byteLength;
+// Whether the n bytes at p, an address Envoy reported for the peer ("ip:port" or "[v6]:port"), carry
+// port 0: Envoy took it from x-forwarded-for (use_remote_address false) instead of the TCP connection.
+function hasPortZero(p: usize, n: usize): bool {
   if (n < 3 || load<u8>(p + n - 1) != 0x30 || load<u8>(p + n - 2) != 0x3a) return false;
   if (load<u8>(p + n - 3) == 0x5d) return true; // "[v6]:0"
   for (let i: usize = 0; i < n - 2; i++) if (load<u8>(p + i) == 0x3a) return false; // bare IPv6
@@ -96,17 +97,19 @@ function hasPortZero(b: ArrayBuffer): bool {
 function readPeer(): void {
   if (peerRead) return;
   peerRead = true;
-  let b = property(SOURCE_ADDRESS);
-  peerOk = parseBuffer(b);
-  peerHidden = peerOk && hasPortZero(b);
+  let n = readProperty(SOURCE_ADDRESS);
+  peerOk = parseValue(n);
+  peerHidden = peerOk && hasPortZero(valuePtr, <usize>n);
   peerHi = parsedHi;
   peerLo = parsedLo;
 }
 
+// Reads the peer's identity once per request (copied out of the scratch region, see identity.ts).
 function readIdentity(): void {
   if (identityRead) return;
   identityRead = true;
-  identity = peerIdentity();
+  readPeerIdentity();
+  hasIdentity = idLen > 0 || idOversized;
 }
 
 // A multicast address (ff00::/8) is never a client; identity keys live there (identity.ts).
@@ -119,7 +122,8 @@ function isClientAddress(hi: u64): bool {
 /** Whether the immediate peer is in clientAddress.trustedPeers (reads its identity, and for plaintext its address). */
 export function peerTrusted(cfg: Config): bool {
   readIdentity();
-  if (identity.byteLength > 0) return anySpiffeMatch(cfg.trustedPeerIds, identity);
+  // An oversized identity is no valid SPIFFE ID (identity.ts) and matches no pattern: never trusted.
+  if (hasIdentity) return anySpiffeMatch(cfg.trustedPeerIds, ID_BUF, <usize>idLen);
   if (cfg.trustedPeerCidrs.length == 0) return false;
   readPeer();
   return peerOk && !peerHidden && anyContains(cfg.trustedPeerCidrs, peerHi, peerLo);
@@ -128,19 +132,24 @@ export function peerTrusted(cfg: Config): bool {
 // Keys the request on the caller itself (no address header believed).
 function own(cfg: Config, status: i32): i32 {
   if (cfg.meshCallers != MeshCallers.Address || cfg.allowIds.length > 0 || cfg.denyIds.length > 0) readIdentity();
-  if (identity.byteLength > 0) {
+  if (hasIdentity) {
     if (cfg.meshCallers == MeshCallers.Exempt) return EXEMPT;
     if (cfg.meshCallers == MeshCallers.Identity) {
-      identityKey(identity);
-      clientHi = keyHi;
-      clientLo = keyLo;
+      if (idOversized) {
+        clientHi = OVERSIZED_ID_HI;
+        clientLo = OVERSIZED_ID_LO;
+      } else {
+        identityKey(ID_BUF, <usize>idLen);
+        clientHi = keyHi;
+        clientLo = keyLo;
+      }
       byIdentity = true;
       return status;
     }
   }
   readPeer();
   if (!peerOk || !isClientAddress(peerHi)) return UNRESOLVED;
-  if (peerHidden && identity.byteLength == 0) {
+  if (peerHidden && !hasIdentity) {
     clientHi = HIDDEN_PEER_HI;
     clientLo = HIDDEN_PEER_LO;
     byIdentity = true;
@@ -156,7 +165,7 @@ function own(cfg: Config, status: i32): i32 {
  * header was ignored because the peer is not trusted.
  */
 export function resolveClient(cfg: Config): i32 {
-  identity = NO_IDENTITY;
+  hasIdentity = false;
   identityRead = false;
   peerRead = false;
   byIdentity = false;
@@ -166,24 +175,24 @@ export function resolveClient(cfg: Config): i32 {
   let present = false;
   let src = cfg.source;
   if (src == Source.Header) {
-    let v = header(REQUEST_HEADERS, cfg.headerName);
-    present = v.byteLength > 0;
-    ok = parseBuffer(v);
+    let v = readHeader(REQUEST_HEADERS, cfg.headerName);
+    present = v > 0;
+    ok = parseValue(v);
     if (!ok) status = FELL_BACK;
   } else if (src == Source.Auto || src == Source.Xff) {
     if (src == Source.Auto) {
-      let ext = header(REQUEST_HEADERS, EXTERNAL);
-      if (ext.byteLength > 0) {
+      let ext = readHeader(REQUEST_HEADERS, EXTERNAL);
+      if (ext > 0) {
         present = true;
-        ok = parseBuffer(ext);
+        ok = parseValue(ext);
         if (!ok) status = FELL_BACK;
       }
     }
     if (!ok) {
-      let xff = header(REQUEST_HEADERS, XFF);
-      if (xff.byteLength > 0) {
+      let xff = readHeader(REQUEST_HEADERS, XFF);
+      if (xff > 0) {
         present = true;
-        ok = parseXff(xff, cfg.trustedHops);
+        ok = parseXff(valuePtr, xff, cfg.trustedHops);
         if (!ok) status = FELL_BACK;
       } else if (src == Source.Xff) {
         status = FELL_BACK;
@@ -202,7 +211,7 @@ export function resolveClient(cfg: Config): i32 {
     } else {
       // An edge Envoy's own headers name the TCP peer itself: nothing was ignored.
       untrusted = true;
-      if (ok && identity.byteLength == 0) {
+      if (ok && !hasIdentity) {
         readPeer();
         untrusted = !(peerOk && !peerHidden && hi == peerHi && lo == peerLo);
       }

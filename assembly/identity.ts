@@ -7,22 +7,59 @@
 // URI SAN). The listener's TLS context has validated that certificate against its trusted CA before
 // any filter runs (Istio's inbound listeners always require and validate mesh certificates), so the
 // value is as trustworthy as the mesh CA. Matching and hashing work on the raw bytes and allocate nothing.
+//
+// The value arrives in host.ts's scratch region, which the next header or property read overwrites, so
+// it is copied into ID_BUF, a fixed static buffer of ID_MAX bytes, and is valid until the next
+// readPeerIdentity (the request phase of one stream, which runs without interruption). A URI SAN longer
+// than ID_MAX is no valid SPIFFE ID (the SPIFFE ID specification caps an ID at 2048 bytes; Istio's are a
+// few hundred): it is not copied, sets idOversized, is never a trusted peer and matches no allow/deny
+// pattern, and every such peer shares one table key (OVERSIZED_ID), so rotating such certificates cannot
+// escape a limit. Nothing a peer presents can grow memory.
 
-import { property, bytes } from "./host";
+import { readProperty, valuePtr, bytes } from "./host";
 
 const URI_SAN = bytes("connection\0uri_san_peer_certificate");
 const SCHEME = "spiffe://";
 const SCHEME_LEN: i32 = 9;
 
-const NONE = new ArrayBuffer(0);
+/** The longest SPIFFE ID the filter keeps (bytes); a longer one is oversized. */
+export const ID_MAX: i32 = 2048;
+/** The static buffer holding the last identity readPeerIdentity read (idLen bytes). */
+export const ID_BUF: usize = memory.data(ID_MAX);
+/** Length of the identity in ID_BUF; 0 when the peer has none (plaintext, non-SPIFFE SAN) or it is oversized. */
+export let idLen: i32 = 0;
+/** The peer presented a SPIFFE ID longer than ID_MAX (not copied; keyed as OVERSIZED_ID). */
+export let idOversized: bool = false;
 
-/** Reads the peer's verified SPIFFE ID (one host call); an empty buffer on a plaintext connection. */
-export function peerIdentity(): ArrayBuffer {
-  let v = property(URI_SAN);
+/** Reads the peer's verified SPIFFE ID (one host call) into ID_BUF/idLen, or sets idOversized. */
+export function readPeerIdentity(): void {
+  let n = readProperty(URI_SAN);
+  idLen = 0;
+  idOversized = false;
   // Only spiffe:// URIs are identities; any other URI SAN is no mesh identity.
-  if (v.byteLength <= SCHEME_LEN || !isSpiffe(changetype<usize>(v), <usize>v.byteLength)) return NONE;
-  return v;
+  if (n <= SCHEME_LEN || !isSpiffe(valuePtr, <usize>n)) return;
+  if (n > ID_MAX) {
+    idOversized = true;
+    return;
+  }
+  memory.copy(ID_BUF, valuePtr, <usize>n);
+  idLen = n;
 }
+
+/**
+ * Reads the peer's identity again (a connection property, available in every phase of the stream) and
+ * returns it for a log line: the SPIFFE ID, OVERSIZED_NAME, or "" when the peer has none. Allocates;
+ * only for the rare ban line.
+ */
+export function peerIdentityName(): string {
+  let n = readProperty(URI_SAN);
+  if (n <= SCHEME_LEN || !isSpiffe(valuePtr, <usize>n)) return "";
+  if (n > ID_MAX) return OVERSIZED_NAME;
+  return String.UTF8.decodeUnsafe(valuePtr, <usize>n);
+}
+
+/** What a ban line names for a peer whose SPIFFE ID is longer than ID_MAX. */
+export const OVERSIZED_NAME = "spiffe-id-longer-than-2048-bytes";
 
 function isSpiffe(p: usize, n: usize): bool {
   if (n <= <usize>SCHEME_LEN) return false;
@@ -89,9 +126,8 @@ export function spiffeMatch(p: usize, pn: usize, s: usize, sn: usize): bool {
   }
 }
 
-/** Whether `identity` matches any pattern in `patterns` (UTF-8 bytes each). */
-export function anySpiffeMatch(patterns: ArrayBuffer[], identity: ArrayBuffer): bool {
-  let s = changetype<usize>(identity), sn = <usize>identity.byteLength;
+/** Whether the identity bytes [s, s+sn) match any pattern in `patterns` (UTF-8 bytes each). */
+export function anySpiffeMatch(patterns: ArrayBuffer[], s: usize, sn: usize): bool {
   if (sn == 0) return false;
   for (let i = 0, n = patterns.length; i < n; i++) {
     let pat = unchecked(patterns[i]);
@@ -113,6 +149,10 @@ export let keyLo: u64 = 0;
 export const HIDDEN_PEER_HI: u64 = 0xff00000000000000;
 /** Low word of the hidden-peer key. */
 export const HIDDEN_PEER_LO: u64 = 0;
+/** High word of the key every peer with an oversized SPIFFE ID shares (ff00::1, never a hash key). */
+export const OVERSIZED_ID_HI: u64 = 0xff00000000000000;
+/** Low word of the oversized-identity key. */
+export const OVERSIZED_ID_LO: u64 = 1;
 
 // The 64-bit finaliser of MurmurHash3.
 // @ts-ignore: decorator
@@ -125,13 +165,11 @@ function fmix(h: u64): u64 {
 }
 
 /**
- * Hashes a SPIFFE ID into a 128-bit table key (keyHi/keyLo): two independently seeded 64-bit lanes,
+ * Hashes the SPIFFE ID bytes [p, p+n) into a 128-bit table key (keyHi/keyLo): two independently seeded 64-bit lanes,
  * with the top byte forced to 0xff so that no identity key can equal a client address (ff00::/8 is
  * multicast; the filter never accepts a multicast address as a client). 120 bits remain for the hash.
  */
-export function identityKey(id: ArrayBuffer): void {
-  let p = changetype<usize>(id);
-  let n = <usize>id.byteLength;
+export function identityKey(p: usize, n: usize): void {
   let a: u64 = 0xcbf29ce484222325;
   let b: u64 = 0x9e3779b97f4a7c15 ^ <u64>n;
   for (let i: usize = 0; i < n; i++) {
@@ -143,7 +181,8 @@ export function identityKey(id: ArrayBuffer): void {
   let hi = fmix(a ^ (b << 1));
   let lo = fmix(b ^ (a >> 1) ^ 0xc4ceb9fe1a85ec53);
   hi = (hi & 0x00ffffffffffffff) | HIDDEN_PEER_HI;
-  if (hi == HIDDEN_PEER_HI && lo == HIDDEN_PEER_LO) lo = 1;
+  // The two fixed keys (hidden peer, oversized identity) are never a hash key.
+  if (hi == HIDDEN_PEER_HI && lo <= OVERSIZED_ID_LO) lo = 2;
   keyHi = hi;
   keyLo = lo;
 }

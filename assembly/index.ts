@@ -2,33 +2,55 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-export * from "@solo-io/proxy-runtime/assembly/proxy";
+// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
+export * from "@solo-io/proxy-runtime/assembly/exports";
+export { free } from "@solo-io/proxy-runtime/assembly/malloc";
+export { malloc } from "./host";
 import {
-  RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
+  RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK, EXEMPT } from "./client";
-import { anySpiffeMatch, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
-import { header, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
-import { matchesAny } from "./glob";
+import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
+import { clockMs } from "./clock";
+import { pathUnder } from "./paths";
+import { matchesAnyAt } from "./glob";
 import { Table, FAILED } from "./table";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
-// path, and garbage is collected explicitly. A finished stream is the one point where everything alive is
-// reachable from globals (the SDK's context map still holds the stream being deleted), so a full
-// collection runs every COLLECT_EVERY deletions. Live data is small (config, table view, open streams).
-const COLLECT_EVERY: i32 = 1024;
-let deletions: i32 = 0;
+// path, and garbage is collected explicitly. When a stream callback returns, everything alive is
+// reachable from globals (the SDK's context map holds the stream), so a full collection may run as the
+// last step of any stream callback. It runs once the garbage made since the last one may exceed
+// COLLECT_BYTES: the bytes the host copied into managed buffers (shared data reads; host.ts counts them
+// exactly) plus CALLBACK_CHARGE per callback for the module's own small objects (a stream context, its
+// context-map entry). Header and property values never reach the collected heap (host.ts), so what a
+// client sends cannot grow it, and open streams do not postpone collection. Live data is small
+// (config, table view, open streams).
+const COLLECT_BYTES: usize = 2 << 20;
+const CALLBACK_CHARGE: usize = 256;
+let charged: usize = 0;
+
+// Runs a collection when enough garbage may have accumulated; call only as a stream callback's last step.
+function settle(): void {
+  charged += CALLBACK_CHARGE;
+  if (charged + hostBytes >= COLLECT_BYTES) {
+    charged = 0;
+    resetHostBytes();
+    __collect();
+  }
+}
 
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
+const GRPC_STATUS = bytes("grpc-status");
 
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
 class GuardRoot extends RootContext {
@@ -61,7 +83,7 @@ class GuardRoot extends RootContext {
     let table = new Table(cfg.capacity);
     this.table = table;
     this.reply = new LocalReply(cfg);
-    if (table.migrate(cfg, nowMs())) {
+    if (table.migrate(cfg, clockMs())) {
       this.metrics.trackDelta(table.occupiedDelta);
       log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
         table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
@@ -70,6 +92,18 @@ class GuardRoot extends RootContext {
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
     return true;
   }
+}
+
+// Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
+function grpcMatches(mask: u32, p: usize, n: i32): bool {
+  if (n < 1 || n > 2) return false;
+  let v: u32 = 0;
+  for (let i = 0; i < n; i++) {
+    let d = <u32>load<u8>(p + <usize>i) - 0x30;
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  return v <= 16 && (mask & ((<u32>1) << v)) != 0;
 }
 
 /** One HTTP stream. */
@@ -81,9 +115,9 @@ class GuardHttp extends Context {
   private tracked: bool = false;
   private replied: bool = false;
   private wouldDeny: bool = false;
-  // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names `identity`.
+  private awaitTrailers: bool = false;
+  // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names the identity.
   private mesh: bool = false;
-  private identity: ArrayBuffer | null = null;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -92,15 +126,21 @@ class GuardHttp extends Context {
   }
 
   onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    let action = this.decide();
+    settle();
+    return action;
+  }
+
+  private decide(): FilterHeadersStatusValues {
     let cfg = this.cfg;
     if (cfg === null) return FilterHeadersStatusValues.Continue;
     let metrics = this.guard.metrics;
     metrics.inc(m.REQUESTS);
 
     if (cfg.skipPaths.length > 0) {
-      let path = header(REQUEST_HEADERS, PATH);
-      for (let i = 0, n = cfg.skipPaths.length; i < n; i++) {
-        if (startsWith(path, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
+      let n = readHeader(REQUEST_HEADERS, PATH);
+      for (let i = 0, k = cfg.skipPaths.length; i < k; i++) {
+        if (pathUnder(valuePtr, n, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
       }
     }
 
@@ -112,18 +152,18 @@ class GuardHttp extends Context {
     }
     if (resolved == EXEMPT) {
       // meshCallers "exempt": never counted, but a deny pattern naming the identity still applies.
-      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, client.identity)) return this.deny(rules.DENY_LIST, 0);
+      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, ID_BUF, <usize>idLen)) return this.deny(rules.DENY_LIST, 0);
       return FilterHeadersStatusValues.Continue;
     }
     if (resolved == FELL_BACK) metrics.inc(m.FALLBACKS);
     let hi = clientHi, lo = clientLo;
     // A mesh caller keyed by its identity (the hidden plaintext peer is keyed like one, but is no mesh caller).
-    let mesh = client.byIdentity && client.identity.byteLength > 0;
+    // The identity's bytes (ID_BUF) are valid until the next request's resolveClient.
+    let mesh = client.byIdentity && client.hasIdentity;
     if (mesh) {
-      let id = client.identity;
-      if (cfg.allowIds.length > 0 && anySpiffeMatch(cfg.allowIds, id)) return FilterHeadersStatusValues.Continue;
-      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, id)) return this.deny(rules.DENY_LIST, 0);
-      this.identity = id;
+      let n = <usize>idLen;
+      if (cfg.allowIds.length > 0 && anySpiffeMatch(cfg.allowIds, ID_BUF, n)) return FilterHeadersStatusValues.Continue;
+      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, ID_BUF, n)) return this.deny(rules.DENY_LIST, 0);
     }
     if (cfg.allow.length > 0 && anyContains(cfg.allow, hi, lo)) return FilterHeadersStatusValues.Continue;
     if (cfg.deny.length > 0 && anyContains(cfg.deny, hi, lo)) return this.deny(rules.DENY_LIST, 0);
@@ -133,8 +173,12 @@ class GuardHttp extends Context {
     this.mesh = mesh;
     this.tracked = true;
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
-    let ua = ruleSet[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
-    let now = nowMs();
+    let ua = false;
+    if (ruleSet[RULE_UA].enabled) {
+      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
+    }
+    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
     if (decision == FAILED) {
@@ -148,35 +192,63 @@ class GuardHttp extends Context {
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.countResponse();
+    settle();
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  // Counts an error response against the client's errors bucket when its status matches.
+  private countResponse(): void {
     let cfg = this.cfg;
     // Our own local replies, and responses to requests dry-run would have denied, never count.
-    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) {
-      return FilterHeadersStatusValues.Continue;
-    }
-    let status = header(RESPONSE_HEADERS, STATUS);
-    if (status.byteLength != 3) return FilterHeadersStatusValues.Continue;
-    let p = changetype<usize>(status);
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) return;
+    let n = readHeader(RESPONSE_HEADERS, STATUS);
+    if (n != 3) return;
+    let p = valuePtr;
     let code: i32 = 0;
     for (let i = 0; i < 3; i++) {
       let d = <i32>load<u8>(p + <usize>i) - 0x30;
-      if (d < 0 || d > 9) return FilterHeadersStatusValues.Continue;
+      if (d < 0 || d > 9) return;
       code = code * 10 + d;
     }
-    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return FilterHeadersStatusValues.Continue;
-    if (this.mesh && !cfg.meshRules[RULE_ERRORS].enabled) return FilterHeadersStatusValues.Continue;
-    let now = nowMs();
+    // gRPC: an error travels with HTTP 200, in grpc-status, either in these headers (a trailers-only
+    // response) or in the trailers. Read only when gRPC statuses are configured.
+    if (code == 200 && cfg.grpcMatch != 0) {
+      let g = readHeader(RESPONSE_HEADERS, GRPC_STATUS);
+      if (g > 0) {
+        if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      } else {
+        this.awaitTrailers = true;
+      }
+      return;
+    }
+    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
+    this.countError(cfg);
+  }
+
+  onResponseTrailers(trailers: u32): FilterTrailersStatusValues {
+    if (this.awaitTrailers) {
+      this.awaitTrailers = false;
+      let cfg = changetype<Config>(this.cfg);
+      let g = readHeader(RESPONSE_TRAILERS, GRPC_STATUS);
+      if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      settle();
+    }
+    return FilterTrailersStatusValues.Continue;
+  }
+
+  // One error response of the tracked client.
+  private countError(cfg: Config): void {
+    if (this.mesh && !cfg.meshRules[RULE_ERRORS].enabled) return;
+    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let result = this.mesh ? meshUpdate(table, cfg, this.hi, this.lo, false, now, true) : table.errorResponse(cfg, this.hi, this.lo, now);
     if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
-    return FilterHeadersStatusValues.Continue;
   }
 
   onDelete(): void {
-    if (++deletions >= COLLECT_EVERY) {
-      deletions = 0;
-      __collect();
-    }
+    settle();
   }
 
   // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
@@ -196,10 +268,13 @@ class GuardHttp extends Context {
     }
   }
 
-  // Who the ban line names: the mesh identity, the hidden plaintext peer, or the (aggregated) address.
+  // Who the ban line names: the mesh identity (read again: ID_BUF may hold a later stream's by the
+  // response phase), the hidden plaintext peer, or the (aggregated) address.
   private subject(cfg: Config): string {
-    let id = this.identity;
-    if (id !== null && id.byteLength > 0) return String.UTF8.decode(id);
+    if (this.mesh) {
+      let name = peerIdentityName();
+      if (name.length > 0) return name;
+    }
     if (this.hi == HIDDEN_PEER_HI && this.lo == HIDDEN_PEER_LO) return "plaintext-peer-behind-x-forwarded-for";
     let v4 = isV4(this.hi, this.lo);
     let prefix = v4 ? cfg.prefixV4 : cfg.prefixV6;

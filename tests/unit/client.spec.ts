@@ -2,7 +2,7 @@
 // resolveClient in every clientAddress mode against the host mock, statuses, and aggregation.
 
 import { parseXff, resolveClient, aggregate, clientHi, clientLo, RESOLVED, FELL_BACK, UNRESOLVED, EXEMPT, untrusted, byIdentity } from "../../assembly/client";
-import { identityKey, keyHi, keyLo, HIDDEN_PEER_HI } from "../../assembly/identity";
+import { identityKey, keyHi, keyLo, HIDDEN_PEER_HI, OVERSIZED_ID_HI, OVERSIZED_ID_LO, ID_MAX } from "../../assembly/identity";
 import { parsedHi, parsedLo, formatAddress, parseIp } from "../../assembly/address";
 import { parseConfig, Config } from "../../assembly/config";
 import * as mock from "./mock";
@@ -22,7 +22,8 @@ function trustedCfg(text: string): Config {
 
 // The entry `hops` places from the right of an XFF value, rendered, or "invalid".
 function xff(value: string, hops: i32): string {
-  return parseXff(String.UTF8.encode(value), hops) ? formatAddress(parsedHi, parsedLo) : "invalid";
+  let b = String.UTF8.encode(value);
+  return parseXff(changetype<usize>(b), b.byteLength, hops) ? formatAddress(parsedHi, parsedLo) : "invalid";
 }
 
 // Resolves with the current mock headers/properties; returns "<status> <address>".
@@ -32,6 +33,7 @@ function resolve(cfg: Config): string {
   if (s == UNRESOLVED || s == EXEMPT) return name;
   if (byIdentity) {
     if (clientHi == HIDDEN_PEER_HI && clientLo == 0) return name + " hidden-peer";
+    if (clientHi == OVERSIZED_ID_HI && clientLo == OVERSIZED_ID_LO) return name + " oversized-identity";
     return name + " identity:" + clientHi.toString(16) + clientLo.toString(16);
   }
   return name + " " + formatAddress(clientHi, clientLo);
@@ -251,7 +253,8 @@ const GATEWAY_ID = "spiffe://cluster.local/ns/istio-system/sa/istio-ingressgatew
 const CRAWLER_ID = "spiffe://cluster.local/ns/shop/sa/crawler";
 
 function key(id: string): string {
-  identityKey(String.UTF8.encode(id));
+  let b = String.UTF8.encode(id);
+  identityKey(changetype<usize>(b), <usize>b.byteLength);
   return "identity:" + keyHi.toString(16) + keyLo.toString(16);
 }
 
@@ -320,5 +323,20 @@ describe("resolveClient: trusted peers", () => {
     expect(resolve(cfg)).toBe("RESOLVED " + key("spiffe://cluster.local/ns/gw/x/sa/edge"));
     mock.setProperty("connection.uri_san_peer_certificate", GATEWAY_ID);
     expect(resolve(cfg)).toBe("RESOLVED " + key(GATEWAY_ID), "replacing the default drops Istio's gateway");
+  });
+
+  it("keys a SPIFFE ID longer than 2048 bytes on one shared key, never trusted, and keeps one of exactly 2048 bytes", () => {
+    let cfg = cfgOf("{\"clientAddress\":{\"trustedPeers\":[\"spiffe://cluster.local/ns/*/sa/*\"]}}");
+    let prefix = "spiffe://cluster.local/ns/gw/sa/";
+    let fits = prefix + "a".repeat(ID_MAX - prefix.length);
+    setup("10.0.0.9:0", "198.51.100.3", "");
+    mock.setProperty("connection.uri_san_peer_certificate", fits);
+    expect(resolve(cfg)).toBe("RESOLVED 198.51.100.3");
+    mock.setProperty("connection.uri_san_peer_certificate", fits + "a");
+    expect(resolve(cfg)).toBe("RESOLVED oversized-identity");
+    expect(untrusted).toBe(true);
+    mock.setProperty("connection.uri_san_peer_certificate", fits + "b".repeat(60000));
+    expect(resolve(cfg)).toBe("RESOLVED oversized-identity");
+    expect(resolve(cfgOf("{\"clientAddress\":{\"meshCallers\":\"exempt\"}}"))).toBe("EXEMPT");
   });
 });
