@@ -9,10 +9,26 @@
 //  - auto: x-envoy-external-address (set by an Envoy edge such as Istio's ingress gateway), else the xff
 //    rule, else peer. Only safe where every request came through a proxy that sets or strips that header.
 // A header that is present but unusable falls back to the peer address and is counted.
+//
+// Trusted peers: an address header is believed only when the immediate peer is in
+// clientAddress.trustedPeers: its verified mesh identity (identity.ts) matches a SPIFFE pattern, or, for a
+// plaintext connection, its TCP address lies in one of the CIDRs. A header from any other peer is ignored
+// (counted as untrusted unless it names the peer's own address, as an edge Envoy's own headers do), and
+// the request is keyed on the caller itself:
+//  - a caller with a verified mesh identity: by that identity (clientAddress.meshCallers "identity"),
+//    by its address ("address") or not at all ("exempt");
+//  - a plaintext caller: by `source.address`. With use_remote_address false (an Istio sidecar) Envoy
+//    replaces source.address with the rightmost x-forwarded-for entry before any filter runs and
+//    reports it with port 0; the TCP peer is then unknown to the filter, so every such caller shares one
+//    key (HIDDEN_PEER in identity.ts) and no header it sends can move it.
 
-import { Config, Source } from "./config";
-import { parseAddress, parsedHi, parsedLo, isV4, maskHi, maskLo, V4_MARK } from "./address";
+import { Config, Source, MeshCallers } from "./config";
+import { parseAddress, parsedHi, parsedLo, isV4, maskHi, maskLo, V4_MARK, anyContains } from "./address";
 import { readHeader, readProperty, valuePtr, bytes, REQUEST_HEADERS } from "./host";
+import {
+  readPeerIdentity, idLen, idOversized, ID_BUF, anySpiffeMatch, identityKey, keyHi, keyLo,
+  HIDDEN_PEER_HI, HIDDEN_PEER_LO, OVERSIZED_ID_HI, OVERSIZED_ID_LO,
+} from "./identity";
 
 const XFF = bytes("x-forwarded-for");
 const EXTERNAL = bytes("x-envoy-external-address");
@@ -24,6 +40,22 @@ export const RESOLVED: i32 = 0;
 export const FELL_BACK: i32 = 1;
 /** Not even the peer address could be parsed; the request is not accounted. */
 export const UNRESOLVED: i32 = 2;
+/** A mesh caller under meshCallers "exempt": the request is not accounted. */
+export const EXEMPT: i32 = 3;
+
+/** The last resolveClient read a mesh identity (identity.ts: idLen bytes at ID_BUF, or idOversized). */
+export let hasIdentity: bool = false;
+/** The last resolved key is the caller's identity (or the hidden plaintext peer), not an address. */
+export let byIdentity: bool = false;
+/** The last resolveClient ignored an address header from an untrusted peer. */
+export let untrusted: bool = false;
+
+let identityRead = false;
+let peerRead = false;
+let peerOk = false;
+let peerHidden = false;
+let peerHi: u64 = 0;
+let peerLo: u64 = 0;
 
 /** High word of the resolved, aggregated client address. */
 export let clientHi: u64 = 0;
@@ -52,22 +84,106 @@ export function parseXff(p: usize, n: i32, hops: i32): bool {
   }
 }
 
-function peer(): bool {
-  return parseValue(readProperty(SOURCE_ADDRESS));
+// Whether the n bytes at p, an address Envoy reported for the peer ("ip:port" or "[v6]:port"), carry
+// port 0: Envoy took it from x-forwarded-for (use_remote_address false) instead of the TCP connection.
+function hasPortZero(p: usize, n: usize): bool {
+  if (n < 3 || load<u8>(p + n - 1) != 0x30 || load<u8>(p + n - 2) != 0x3a) return false;
+  if (load<u8>(p + n - 3) == 0x5d) return true; // "[v6]:0"
+  for (let i: usize = 0; i < n - 2; i++) if (load<u8>(p + i) == 0x3a) return false; // bare IPv6
+  return true;
 }
 
-/** Resolves and aggregates the client address into clientHi/clientLo; returns RESOLVED, FELL_BACK or UNRESOLVED. */
+// Reads and parses source.address once per request.
+function readPeer(): void {
+  if (peerRead) return;
+  peerRead = true;
+  let n = readProperty(SOURCE_ADDRESS);
+  peerOk = parseValue(n);
+  peerHidden = peerOk && hasPortZero(valuePtr, <usize>n);
+  peerHi = parsedHi;
+  peerLo = parsedLo;
+}
+
+// Reads the peer's identity once per request (copied out of the scratch region, see identity.ts).
+function readIdentity(): void {
+  if (identityRead) return;
+  identityRead = true;
+  readPeerIdentity();
+  hasIdentity = idLen > 0 || idOversized;
+}
+
+// A multicast address (ff00::/8) is never a client; identity keys live there (identity.ts).
+// @ts-ignore: decorator
+@inline
+function isClientAddress(hi: u64): bool {
+  return (hi >> 56) != 0xff;
+}
+
+/** Whether the immediate peer is in clientAddress.trustedPeers (reads its identity, and for plaintext its address). */
+export function peerTrusted(cfg: Config): bool {
+  readIdentity();
+  // An oversized identity is no valid SPIFFE ID (identity.ts) and matches no pattern: never trusted.
+  if (hasIdentity) return anySpiffeMatch(cfg.trustedPeerIds, ID_BUF, <usize>idLen);
+  if (cfg.trustedPeerCidrs.length == 0) return false;
+  readPeer();
+  return peerOk && !peerHidden && anyContains(cfg.trustedPeerCidrs, peerHi, peerLo);
+}
+
+// Keys the request on the caller itself (no address header believed).
+function own(cfg: Config, status: i32): i32 {
+  if (cfg.meshCallers != MeshCallers.Address || cfg.allowIds.length > 0 || cfg.denyIds.length > 0) readIdentity();
+  if (hasIdentity) {
+    if (cfg.meshCallers == MeshCallers.Exempt) return EXEMPT;
+    if (cfg.meshCallers == MeshCallers.Identity) {
+      if (idOversized) {
+        clientHi = OVERSIZED_ID_HI;
+        clientLo = OVERSIZED_ID_LO;
+      } else {
+        identityKey(ID_BUF, <usize>idLen);
+        clientHi = keyHi;
+        clientLo = keyLo;
+      }
+      byIdentity = true;
+      return status;
+    }
+  }
+  readPeer();
+  if (!peerOk || !isClientAddress(peerHi)) return UNRESOLVED;
+  if (peerHidden && !hasIdentity) {
+    clientHi = HIDDEN_PEER_HI;
+    clientLo = HIDDEN_PEER_LO;
+    byIdentity = true;
+    return status;
+  }
+  aggregate(peerHi, peerLo, cfg.prefixV4, cfg.prefixV6);
+  return status;
+}
+
+/**
+ * Resolves the client key into clientHi/clientLo (an aggregated address, or an identity key when
+ * byIdentity); returns RESOLVED, FELL_BACK, UNRESOLVED or EXEMPT. Sets `untrusted` when an address
+ * header was ignored because the peer is not trusted.
+ */
 export function resolveClient(cfg: Config): i32 {
+  hasIdentity = false;
+  identityRead = false;
+  peerRead = false;
+  byIdentity = false;
+  untrusted = false;
   let status = RESOLVED;
   let ok = false;
+  let present = false;
   let src = cfg.source;
   if (src == Source.Header) {
-    ok = parseValue(readHeader(REQUEST_HEADERS, cfg.headerName));
+    let v = readHeader(REQUEST_HEADERS, cfg.headerName);
+    present = v > 0;
+    ok = parseValue(v);
     if (!ok) status = FELL_BACK;
   } else if (src == Source.Auto || src == Source.Xff) {
     if (src == Source.Auto) {
       let ext = readHeader(REQUEST_HEADERS, EXTERNAL);
       if (ext > 0) {
+        present = true;
         ok = parseValue(ext);
         if (!ok) status = FELL_BACK;
       }
@@ -75,6 +191,7 @@ export function resolveClient(cfg: Config): i32 {
     if (!ok) {
       let xff = readHeader(REQUEST_HEADERS, XFF);
       if (xff > 0) {
+        present = true;
         ok = parseXff(valuePtr, xff, cfg.trustedHops);
         if (!ok) status = FELL_BACK;
       } else if (src == Source.Xff) {
@@ -82,12 +199,26 @@ export function resolveClient(cfg: Config): i32 {
       }
     }
   }
-  if (!ok) {
-    ok = peer();
-    if (!ok) return UNRESOLVED;
+  ok = ok && isClientAddress(parsedHi);
+  if (present) {
+    let hi = parsedHi, lo = parsedLo;
+    if (peerTrusted(cfg)) {
+      if (ok) {
+        aggregate(hi, lo, cfg.prefixV4, cfg.prefixV6);
+        return status;
+      }
+      if (status == RESOLVED) status = FELL_BACK;
+    } else {
+      // An edge Envoy's own headers name the TCP peer itself: nothing was ignored.
+      untrusted = true;
+      if (ok && !hasIdentity) {
+        readPeer();
+        untrusted = !(peerOk && !peerHidden && hi == peerHi && lo == peerLo);
+      }
+      status = RESOLVED;
+    }
   }
-  aggregate(parsedHi, parsedLo, cfg.prefixV4, cfg.prefixV6);
-  return status;
+  return own(cfg, status);
 }
 
 /** Masks an address to its aggregation prefix and stores it in clientHi/clientLo. */

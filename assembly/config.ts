@@ -5,9 +5,16 @@
 
 import { JKind, JValue, parseJson } from "./json";
 import { Cidr, parseCidr } from "./address";
+import { spiffePatternProblem } from "./identity";
 
 /** Where the client address comes from. */
 export const enum Source { Peer, Xff, Header, Auto }
+
+/** clientAddress.meshCallers: how a caller with a verified mesh identity (not a trusted peer) is keyed. */
+export const enum MeshCallers { Identity, Address, Exempt }
+
+/** The default clientAddress.trustedPeers: Istio's default ingress gateway, in any trust domain. */
+export const DEFAULT_TRUSTED_PEERS: string[] = ["spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account"];
 
 /** Rule indexes, also the bucket order inside a state record. */
 export const RULE_RATE: i32 = 0;
@@ -26,6 +33,12 @@ export class Rule {
   banMs: u64 = 0;
   /** Tokens refilled per millisecond (requests / per). */
   refillPerMs: f64 = 0;
+  /** Whether the rule applies to callers keyed by their mesh identity (`applyToMesh`). */
+  mesh: bool = true;
+  /** `meshLimit`: the limit for mesh callers; 0 = the same as `limit`. */
+  meshRequests: u32 = 0;
+  /** `meshLimit.per` in milliseconds (with meshRequests). */
+  meshPerMs: u64 = 0;
 
   constructor(requests: u32, perMs: u64, banMs: u64) {
     this.requests = requests;
@@ -58,6 +71,15 @@ export class Config {
   prefixV6: i32 = 64;
   allow: Cidr[] = [];
   deny: Cidr[] = [];
+  /** SPIFFE ID patterns of `allow` and `deny` (UTF-8 bytes), matched against a mesh caller's identity. */
+  allowIds: ArrayBuffer[] = [];
+  denyIds: ArrayBuffer[] = [];
+  /** clientAddress.trustedPeers: SPIFFE ID patterns (UTF-8 bytes) and networks of the plaintext peers. */
+  trustedPeerIds: ArrayBuffer[] = [];
+  trustedPeerCidrs: Cidr[] = [];
+  meshCallers: MeshCallers = MeshCallers.Identity;
+  /** The rules as they apply to mesh callers (applyToMesh, meshLimit); derived by parseConfig. */
+  meshRules: Rule[] = [];
   skipPaths: ArrayBuffer[] = [];
   rules: Rule[] = [
     new Rule(600, 60_000, 300_000),
@@ -82,6 +104,22 @@ export class Config {
   constructor() {
     for (let i = 0; i < DEFAULT_UA_PATTERNS.length; i++) this.uaPatterns.push(String.UTF8.encode(DEFAULT_UA_PATTERNS[i]));
     for (let s = 400; s < 500; s++) this.statusMatch[s] = true;
+    for (let i = 0; i < DEFAULT_TRUSTED_PEERS.length; i++) this.trustedPeerIds.push(String.UTF8.encode(DEFAULT_TRUSTED_PEERS[i]));
+    // Service clients legitimately use HTTP libraries: the userAgent rule skips mesh callers by default.
+    this.rules[RULE_UA].mesh = false;
+    this.deriveMeshRules();
+  }
+
+  /** Builds meshRules from rules (each rule's applyToMesh and meshLimit). */
+  deriveMeshRules(): void {
+    let out: Rule[] = [];
+    for (let i = 0; i < this.rules.length; i++) {
+      let r = this.rules[i];
+      let m = r.meshRequests > 0 ? new Rule(r.meshRequests, r.meshPerMs, r.banMs) : new Rule(r.requests, r.perMs, r.banMs);
+      m.enabled = r.enabled && r.mesh;
+      out.push(m);
+    }
+    this.meshRules = out;
   }
 
   /** Names of the enabled rules, comma separated, for the configure log line. */
@@ -236,7 +274,7 @@ function parseLimit(ck: Checker, v: JValue, path: string, rule: Rule): void {
 }
 
 function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, extra: string[]): void {
-  let known = ["enabled", "limit", "ban"].concat(extra);
+  let known = ["enabled", "limit", "ban", "applyToMesh", "meshLimit"].concat(extra);
   ck.only(v, path, known);
   let e = v.get("enabled");
   if (e !== null) rule.enabled = ck.bool(e, path + ".enabled", true);
@@ -244,6 +282,15 @@ function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, extra: stri
   if (l !== null) parseLimit(ck, l, path + ".limit", rule);
   let b = v.get("ban");
   if (b !== null) rule.banMs = ck.duration(b, path + ".ban", true, rule.banMs);
+  let am = v.get("applyToMesh");
+  if (am !== null) rule.mesh = ck.bool(am, path + ".applyToMesh", rule.mesh);
+  let ml = v.get("meshLimit");
+  if (ml !== null) {
+    let m = new Rule(rule.requests, rule.perMs, rule.banMs);
+    parseLimit(ck, ml, path + ".meshLimit", m);
+    rule.meshRequests = m.requests;
+    rule.meshPerMs = m.perMs;
+  }
 }
 
 // Statuses: exact codes (404 or "404"), classes ("4xx"), or gRPC status codes ("grpc:14", 0 to 16).
@@ -304,7 +351,7 @@ function grpcCode(d: string): i32 {
 function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
   const path = "clientAddress";
   if (!ck.object(v, path)) return;
-  ck.only(v, path, ["source", "trustedHops"]);
+  ck.only(v, path, ["source", "trustedHops", "trustedPeers", "meshCallers"]);
   let s = v.get("source");
   if (s !== null) {
     let ok = s.kind == JKind.String;
@@ -322,9 +369,49 @@ function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
   }
   let h = v.get("trustedHops");
   if (h !== null) cfg.trustedHops = <i32>ck.int(h, path + ".trustedHops", 0, 16, 0);
+  let tp = v.get("trustedPeers");
+  if (tp !== null) {
+    cfg.trustedPeerIds = [];
+    cfg.trustedPeerCidrs = [];
+    parsePeers(ck, tp, path + ".trustedPeers", cfg.trustedPeerCidrs, cfg.trustedPeerIds);
+  }
+  let mc = v.get("meshCallers");
+  if (mc !== null) {
+    let ok = mc.kind == JKind.String;
+    if (ok) {
+      if (mc.str == "identity") cfg.meshCallers = MeshCallers.Identity;
+      else if (mc.str == "address") cfg.meshCallers = MeshCallers.Address;
+      else if (mc.str == "exempt") cfg.meshCallers = MeshCallers.Exempt;
+      else ok = false;
+    }
+    if (!ok) ck.bad(path + ".meshCallers", "\"identity\", \"address\" or \"exempt\"", mc);
+  }
 }
 
-function parseCidrs(ck: Checker, v: JValue, path: string): Cidr[] {
+// A list of SPIFFE ID patterns ("spiffe://...") and CIDRs, split into `ids` and `cidrs`.
+function parsePeers(ck: Checker, v: JValue, path: string, cidrs: Cidr[], ids: ArrayBuffer[]): void {
+  const shape = "a SPIFFE ID pattern like \"spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account\" or a CIDR like \"10.0.0.0/8\"";
+  if (v.kind != JKind.Array) {
+    ck.bad(path, "an array of SPIFFE ID patterns and CIDRs", v);
+    return;
+  }
+  for (let i = 0; i < v.items.length; i++) {
+    let item = v.items[i];
+    let p = path + "[" + i.toString() + "]";
+    if (item.kind == JKind.String && item.str.startsWith("spiffe:")) {
+      let problem = spiffePatternProblem(item.str);
+      if (problem.length == 0) ids.push(String.UTF8.encode(item.str));
+      else ck.errors.push(p + ": expected a SPIFFE ID pattern (spiffe://<trust-domain>/<path>, '*' for one whole segment), got " + item.describe() + ": " + problem);
+      continue;
+    }
+    let c: Cidr | null = item.kind == JKind.String ? parseCidr(item.str) : null;
+    if (c === null) ck.bad(p, shape, item);
+    else cidrs.push(c);
+  }
+}
+
+// CIDRs; SPIFFE ID patterns ("spiffe://...") go to `ids`.
+function parseCidrs(ck: Checker, v: JValue, path: string, ids: ArrayBuffer[]): Cidr[] {
   let out: Cidr[] = [];
   if (v.kind != JKind.Array) {
     ck.bad(path, "an array of CIDRs like \"10.0.0.0/8\"", v);
@@ -332,6 +419,12 @@ function parseCidrs(ck: Checker, v: JValue, path: string): Cidr[] {
   }
   for (let i = 0; i < v.items.length; i++) {
     let item = v.items[i];
+    if (item.kind == JKind.String && item.str.startsWith("spiffe:")) {
+      let problem = spiffePatternProblem(item.str);
+      if (problem.length == 0) ids.push(String.UTF8.encode(item.str));
+      else ck.errors.push(path + "[" + i.toString() + "]: expected a SPIFFE ID pattern (spiffe://<trust-domain>/<path>, '*' for one whole segment), got " + item.describe() + ": " + problem);
+      continue;
+    }
     let c: Cidr | null = item.kind == JKind.String ? parseCidr(item.str) : null;
     if (c === null) ck.bad(path + "[" + i.toString() + "]", "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\"", item);
     else out.push(c);
@@ -414,9 +507,9 @@ export function parseConfig(text: string): ParseResult {
   }
 
   let allow = root.get("allow");
-  if (allow !== null) cfg.allow = parseCidrs(ck, allow, "allow");
+  if (allow !== null) cfg.allow = parseCidrs(ck, allow, "allow", cfg.allowIds);
   let deny = root.get("deny");
-  if (deny !== null) cfg.deny = parseCidrs(ck, deny, "deny");
+  if (deny !== null) cfg.deny = parseCidrs(ck, deny, "deny", cfg.denyIds);
 
   let skip = root.get("skipPaths");
   if (skip !== null) {
@@ -477,6 +570,7 @@ export function parseConfig(text: string): ParseResult {
   let cap = root.get("capacity");
   if (cap !== null) cfg.capacity = <u32>ck.int(cap, "capacity", <f64>MIN_CAPACITY, <f64>MAX_CAPACITY, 65536);
 
+  cfg.deriveMeshRules();
   if (ck.errors.length > 0) res.errors = ck.errors;
   else res.config = cfg;
   return res;

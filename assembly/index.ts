@@ -10,9 +10,11 @@ import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
-import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
+import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
-import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
+import * as client from "./client";
+import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK, EXEMPT } from "./client";
+import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
 import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
@@ -114,6 +116,8 @@ class GuardHttp extends Context {
   private replied: bool = false;
   private wouldDeny: bool = false;
   private awaitTrailers: bool = false;
+  // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names the identity.
+  private mesh: bool = false;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -141,26 +145,42 @@ class GuardHttp extends Context {
     }
 
     let resolved = resolveClient(cfg);
+    if (client.untrusted) metrics.inc(m.UNTRUSTED);
     if (resolved == UNRESOLVED) {
       metrics.inc(m.INTERNAL_ERRORS);
       return FilterHeadersStatusValues.Continue;
     }
+    if (resolved == EXEMPT) {
+      // meshCallers "exempt": never counted, but a deny pattern naming the identity still applies.
+      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, ID_BUF, <usize>idLen)) return this.deny(rules.DENY_LIST, 0);
+      return FilterHeadersStatusValues.Continue;
+    }
     if (resolved == FELL_BACK) metrics.inc(m.FALLBACKS);
     let hi = clientHi, lo = clientLo;
+    // A mesh caller keyed by its identity (the hidden plaintext peer is keyed like one, but is no mesh caller).
+    // The identity's bytes (ID_BUF) are valid until the next request's resolveClient.
+    let mesh = client.byIdentity && client.hasIdentity;
+    if (mesh) {
+      let n = <usize>idLen;
+      if (cfg.allowIds.length > 0 && anySpiffeMatch(cfg.allowIds, ID_BUF, n)) return FilterHeadersStatusValues.Continue;
+      if (cfg.denyIds.length > 0 && anySpiffeMatch(cfg.denyIds, ID_BUF, n)) return this.deny(rules.DENY_LIST, 0);
+    }
     if (cfg.allow.length > 0 && anyContains(cfg.allow, hi, lo)) return FilterHeadersStatusValues.Continue;
     if (cfg.deny.length > 0 && anyContains(cfg.deny, hi, lo)) return this.deny(rules.DENY_LIST, 0);
 
     this.hi = hi;
     this.lo = lo;
+    this.mesh = mesh;
     this.tracked = true;
+    let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
-    if (cfg.rules[RULE_UA].enabled) {
+    if (ruleSet[RULE_UA].enabled) {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
     let now = clockMs();
     let table = changetype<Table>(this.guard.table);
-    let decision = table.request(cfg, hi, lo, ua, now);
+    let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
     if (decision == FAILED) {
       metrics.inc(m.INTERNAL_ERRORS);
       return FilterHeadersStatusValues.Continue;
@@ -219,9 +239,11 @@ class GuardHttp extends Context {
 
   // One error response of the tracked client.
   private countError(cfg: Config): void {
+    if (this.mesh && !cfg.meshRules[RULE_ERRORS].enabled) return;
     let now = clockMs();
     let table = changetype<Table>(this.guard.table);
-    if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    let result = this.mesh ? meshUpdate(table, cfg, this.hi, this.lo, false, now, true) : table.errorResponse(cfg, this.hi, this.lo, now);
+    if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
   }
 
@@ -237,16 +259,27 @@ class GuardHttp extends Context {
     let rule = table.banRule;
     if (rule >= 0) {
       metrics.inc(m.BANS_BASE + rule);
-      let r = cfg.rules[rule];
-      let v4 = isV4(this.hi, this.lo);
-      let prefix = v4 ? cfg.prefixV4 : cfg.prefixV6;
-      let full = v4 ? 32 : 128;
-      let addr = formatAddress(this.hi, this.lo) + (prefix == full ? "" : "/" + prefix.toString());
+      let r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
+      let addr = this.subject(cfg);
       log(LogLevelValues.warn, "traffic-guard: banned " + addr + " for " + ((table.banUntil - now + 999) / 1000).toString() +
         "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
     }
+  }
+
+  // Who the ban line names: the mesh identity (read again: ID_BUF may hold a later stream's by the
+  // response phase), the hidden plaintext peer, or the (aggregated) address.
+  private subject(cfg: Config): string {
+    if (this.mesh) {
+      let name = peerIdentityName();
+      if (name.length > 0) return name;
+    }
+    if (this.hi == HIDDEN_PEER_HI && this.lo == HIDDEN_PEER_LO) return "plaintext-peer-behind-x-forwarded-for";
+    let v4 = isV4(this.hi, this.lo);
+    let prefix = v4 ? cfg.prefixV4 : cfg.prefixV6;
+    let full = v4 ? 32 : 128;
+    return formatAddress(this.hi, this.lo) + (prefix == full ? "" : "/" + prefix.toString());
   }
 
   // Denies with a local reply, or in dry-run only counts what would have been denied.
@@ -263,6 +296,17 @@ class GuardHttp extends Context {
     changetype<LocalReply>(this.guard.reply).send(reason, retryAfter);
     return FilterHeadersStatusValues.StopIteration;
   }
+}
+
+// A table update for a mesh caller: the rules seen by the table and rule code (cfg.rules) are the mesh
+// rules for the duration of the call. The VM is single-threaded and the table calls back into nothing
+// that reads the configuration, so the swap is invisible outside this call.
+function meshUpdate(table: Table, cfg: Config, hi: u64, lo: u64, ua: bool, now: u64, response: bool): i32 {
+  let normal: Rule[] = cfg.rules;
+  cfg.rules = cfg.meshRules;
+  let result = response ? table.errorResponse(cfg, hi, lo, now) : table.request(cfg, hi, lo, ua, now);
+  cfg.rules = normal;
+  return result;
 }
 
 registerRootContext((context_id: u32): RootContext => new GuardRoot(context_id), "traffic-guard");

@@ -15,6 +15,7 @@
 //   traffic_guard_internal_errors_total          fail-open events
 //   traffic_guard_client_address_fallbacks_total unusable address header, peer address used
 //   traffic_guard_tracked_clients (gauge)        occupied client records
+//   traffic_guard_untrusted_address_headers_total an address header from a peer not in trustedPeers, ignored
 
 import { define_metric, increment_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 
@@ -33,6 +34,7 @@ export const COUNTER_NAMES: string[] = [
   "traffic_guard_evictions_total",
   "traffic_guard_internal_errors_total",
   "traffic_guard_client_address_fallbacks_total",
+  "traffic_guard_untrusted_address_headers_total",
 ];
 /** The gauge's name. */
 export const GAUGE_TRACKED = "traffic_guard_tracked_clients";
@@ -51,12 +53,14 @@ export const EVICTIONS: i32 = 10;
 export const INTERNAL_ERRORS: i32 = 11;
 /** Index of traffic_guard_client_address_fallbacks_total. */
 export const FALLBACKS: i32 = 12;
+/** Index of traffic_guard_untrusted_address_headers_total. */
+export const UNTRUSTED: i32 = 13;
 
 /** Metric ids of one VM. A metric the host refused to define has id 0 and is skipped. */
 export class Metrics {
-  counters: StaticArray<u32> = new StaticArray<u32>(13);
+  counters: StaticArray<u32> = new StaticArray<u32>(COUNTER_NAMES.length);
   tracked: u32 = 0;
-  ok: StaticArray<bool> = new StaticArray<bool>(13);
+  ok: StaticArray<bool> = new StaticArray<bool>(COUNTER_NAMES.length);
   trackedOk: bool = false;
 
   /** Defines every metric; returns false if the host refused any (they are then skipped). */

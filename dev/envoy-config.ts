@@ -53,9 +53,26 @@ export interface LocalRateLimitSpec {
 /** An HTTP filter placed before the router. */
 export type HttpFilterSpec = WasmFilterSpec | LocalRateLimitSpec;
 
-/** Where the listener sends requests. */
+/** PEM files of one side of a TLS connection: its certificate chain and key, and the CA it trusts. */
+export interface TlsFiles {
+  certChain: string;
+  privateKey: string;
+  /** CA certificate that the other side's certificate must chain to. */
+  caCert: string;
+}
+
+/**
+ * A listener's downstream TLS, as Istio renders an inbound listener: the workload certificate, client
+ * certificates required and validated against the mesh CA. STRICT accepts only mTLS; PERMISSIVE adds a
+ * plaintext filter chain chosen by the TLS inspector (Istio's PeerAuthentication PERMISSIVE).
+ */
+export interface DownstreamTlsSpec extends TlsFiles {
+  mode: "STRICT" | "PERMISSIVE";
+}
+
+/** Where the listener sends requests. `tls` originates mTLS to the upstream with that certificate. */
 export type RouteSpec =
-  | { kind: "cluster"; host: string; port: number; timeoutSeconds?: number; /** Speak HTTP/2 (h2c) to the upstream, as to a gRPC server. */ http2?: boolean }
+  | { kind: "cluster"; host: string; port: number; timeoutSeconds?: number; tls?: TlsFiles; /** Speak HTTP/2 (h2c) to the upstream, as to a gRPC server. */ http2?: boolean }
   | { kind: "direct_response"; status: number; body: string };
 
 /** One HTTP listener with its connection manager. */
@@ -80,6 +97,13 @@ export interface ListenerSpec {
   /** HTTP filters in order; the router is appended. */
   filters: HttpFilterSpec[];
   route: RouteSpec;
+  /** Downstream (m)TLS; undefined = plaintext only. */
+  tls?: DownstreamTlsSpec;
+  /**
+   * HCM forward_client_cert_details (Istio's inbound listeners: APPEND_FORWARD, with the URI SAN in
+   * set_current_client_cert_details). Undefined leaves Envoy's default (SANITIZE).
+   */
+  forwardClientCertDetails?: "APPEND_FORWARD" | "SANITIZE_SET" | "SANITIZE";
 }
 
 /** A whole Envoy bootstrap. */
@@ -212,20 +236,65 @@ export function listener(spec: ListenerSpec): object {
     http_filters: [...spec.filters.map(httpFilter), ROUTER],
   };
   if (spec.internalCidrs !== undefined) hcm.internal_address_config = { cidr_ranges: spec.internalCidrs.map(cidr) };
+  if (spec.forwardClientCertDetails !== undefined) {
+    hcm.forward_client_cert_details = spec.forwardClientCertDetails;
+    hcm.set_current_client_cert_details = { uri: true };
+  }
+  const filters = [{ name: "envoy.filters.network.http_connection_manager", typed_config: hcm }];
   const out: Record<string, unknown> = {
     name: spec.name,
     // Listener stats (including the per-worker ones) are named listener.<name>.*.
     stat_prefix: spec.name,
     address: socket(spec.ipv4, spec.port ?? 0),
-    filter_chains: [{ filters: [{ name: "envoy.filters.network.http_connection_manager", typed_config: hcm }] }],
+    filter_chains: [{ filters }],
   };
+  if (spec.tls) {
+    const tlsChain = { filter_chain_match: { transport_protocol: "tls" }, filters, transport_socket: downstreamTls(spec.tls) };
+    out.listener_filters = [{ name: "envoy.filters.listener.tls_inspector", typed_config: { "@type": "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" } }];
+    out.filter_chains = spec.tls.mode === "STRICT" ? [tlsChain] : [tlsChain, { name: "plaintext", filters }];
+  }
   if (spec.ipv6) out.additional_addresses = [{ address: socket(spec.ipv6, spec.port ?? 0) }];
   return out;
 }
 
+function tlsCertificate(files: TlsFiles) {
+  return { certificate_chain: { filename: files.certChain }, private_key: { filename: files.privateKey } };
+}
+
+/** A downstream TLS transport socket requiring a client certificate that chains to the CA. */
+function downstreamTls(tls: DownstreamTlsSpec): object {
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+      require_client_certificate: true,
+      common_tls_context: {
+        tls_certificates: [tlsCertificate(tls)],
+        validation_context: { trusted_ca: { filename: tls.caCert } },
+      },
+    },
+  };
+}
+
+/** An upstream TLS transport socket presenting a client certificate and validating the server's. */
+function upstreamTls(tls: TlsFiles): object {
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: {
+      "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+      common_tls_context: {
+        tls_certificates: [tlsCertificate(tls)],
+        validation_context: { trusted_ca: { filename: tls.caCert } },
+      },
+    },
+  };
+}
+
 function cluster(spec: ListenerSpec): object | undefined {
   if (spec.route.kind !== "cluster") return undefined;
+  const tls = spec.route.tls ? { transport_socket: upstreamTls(spec.route.tls) } : {};
   return {
+    ...tls,
     name: `${spec.name}_upstream`,
     type: "STATIC",
     connect_timeout: "1s",

@@ -3,7 +3,7 @@
  * dev/envoy-config.ts: the edge proxy of topology A (also the demo), the Istio-like ingress
  * gateway and sidecar of topology B, and the benchmark's five configurations.
  */
-import type { EnvoySpec, HttpFilterSpec, ListenerSpec, WasmFilterSpec } from "./envoy-config.ts";
+import type { DownstreamTlsSpec, EnvoySpec, HttpFilterSpec, ListenerSpec, TlsFiles, WasmFilterSpec } from "./envoy-config.ts";
 
 /**
  * Topology A: the filter on the proxy that clients reach directly, configured as an edge proxy
@@ -31,9 +31,10 @@ export function edgeSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[]
  * Topology B, first hop: an "ingress gateway" Envoy as istiod renders one by default — HCM
  * use_remote_address true, xff_num_trusted_hops 0 (meshConfig gatewayTopology.numTrustedProxies
  * unset) and no internal_address_config (istiod only sets one from meshNetworks). `internalCidrs`
- * reproduces the meshNetworks case, where the listed ranges count as internal.
+ * reproduces the meshNetworks case, where the listed ranges count as internal. `sidecarTls` makes the
+ * gateway originate mTLS to the sidecar with that (gateway workload) certificate, as Istio does.
  */
-export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[] }): EnvoySpec {
+export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[]; sidecarTls?: TlsFiles }): EnvoySpec {
   return {
     nodeId: "router~127.0.0.1~istio-ingressgateway.istio-system~istio-system.svc.cluster.local",
     listeners: [
@@ -44,14 +45,18 @@ export function gatewaySpec(opts: { sidecarPort: number; internalCidrs?: string[
         xffNumTrustedHops: 0,
         internalCidrs: opts.internalCidrs,
         filters: [],
-        route: { kind: "cluster", host: "127.0.0.1", port: opts.sidecarPort },
+        route: { kind: "cluster", host: "127.0.0.1", port: opts.sidecarPort, tls: opts.sidecarTls },
       },
     ],
   };
 }
 
-/** Topology B, second hop: the workload's sidecar (use_remote_address false) carrying the filter. */
-export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[] }): EnvoySpec {
+/**
+ * Topology B, second hop: the workload's sidecar (use_remote_address false) carrying the filter. With
+ * `tls` it is configured like Istio's inbound listener: mTLS with the workload certificate, client
+ * certificates required (STRICT, or PERMISSIVE with a plaintext chain), XFCC APPEND_FORWARD.
+ */
+export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpec[]; tls?: DownstreamTlsSpec }): EnvoySpec {
   return {
     nodeId: "sidecar~127.0.0.1~app.default~default.svc.cluster.local",
     listeners: [
@@ -62,6 +67,8 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
         xffNumTrustedHops: 0,
         filters: opts.filters,
         route: { kind: "cluster", host: "127.0.0.1", port: opts.upstreamPort },
+        tls: opts.tls,
+        forwardClientCertDetails: opts.tls ? "APPEND_FORWARD" : undefined,
       },
     ],
   };
@@ -82,13 +89,22 @@ export interface BenchInputs {
 }
 
 /**
+ * The benchmark's clientAddress: the TCP peer, or for the churn run the XFF entry left of the one the
+ * traffic-guard listener (use_remote_address true, see benchListener) appends for wrk, believed because
+ * wrk's loopback address is a trusted peer.
+ */
+function benchClientAddress(source: "peer" | "xff"): object {
+  return source === "peer" ? { source } : { source, trustedHops: 1, trustedPeers: ["127.0.0.0/8"] };
+}
+
+/**
  * pluginConfig of the allow path: every rule on, limits (the maximum the contract accepts,
  * 1 000 000 per second) that a single benchmark client cannot reach.
  */
 export function allowPathConfig(source: "peer" | "xff"): object {
   const never = { requests: 1_000_000, per: "1s" };
   return {
-    clientAddress: { source },
+    clientAddress: benchClientAddress(source),
     rules: {
       rate: { limit: never, ban: "1h" },
       userAgent: { limit: never, ban: "1h" },
@@ -99,7 +115,7 @@ export function allowPathConfig(source: "peer" | "xff"): object {
 
 /** pluginConfig of the block path: one request per hour, then a day-long ban. */
 export function blockPathConfig(source: "peer" | "xff"): object {
-  return { clientAddress: { source }, rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
+  return { clientAddress: benchClientAddress(source), rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
 }
 
 /**
@@ -107,6 +123,9 @@ export function blockPathConfig(source: "peer" | "xff"): object {
  * costs nothing; only the filter differs between configurations. use_remote_address stays false
  * so that, in the churn run, Envoy's own remote address (and so the native limiter's
  * remote_address descriptor) also comes from x-forwarded-for, like traffic-guard's `xff` source.
+ * The traffic-guard listeners of the churn run are the exception: traffic-guard believes XFF only
+ * from a trusted peer, and with use_remote_address false Envoy hides the TCP peer behind the XFF
+ * entry, so there Envoy keeps the TCP peer (use_remote_address true) and appends it to XFF.
  */
 export function benchListener(config: BenchConfig, inputs: BenchInputs): ListenerSpec {
   const wasm = (pluginConfig: object | string, wasmPath: string, name: string, pluginName: string): WasmFilterSpec => ({
@@ -127,7 +146,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
   return {
     name: config.replace(/-/g, "_"),
     ipv4: "127.0.0.1",
-    useRemoteAddress: false,
+    useRemoteAddress: inputs.source === "xff" && config.startsWith("guard-"),
     filters: filters[config],
     route: { kind: "direct_response", status: 200, body: "ok\n" },
   };

@@ -8,7 +8,7 @@ import { collect, generatedHeader, intInRange, keyValue, resolveModuleSource, ty
 import { UserError } from "./lib/errors.ts";
 import {
   buildTrafficExtension, buildWasmPlugin, DEFAULTS, FAIL_STRATEGIES, GATEWAY, MATCH_MODES, PHASES, POLICY_MODES, PULL_POLICIES,
-  renderYaml, type FailStrategy, type MatchMode, type Phase, type PluginObjectInput, type PolicyMode, type PullPolicy,
+  renderYaml, withTrustedPeers, type FailStrategy, type MatchMode, type Phase, type PluginObjectInput, type PolicyMode, type PullPolicy,
 } from "./lib/manifests.ts";
 import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
@@ -37,6 +37,7 @@ interface ManifestOptions {
   wasm: string;
   header: boolean;
   rbac?: boolean;
+  trustedPeer?: string[];
   controller?: boolean;
   controllerImage?: string;
   monitoring?: boolean;
@@ -65,6 +66,7 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
     .addOption(new Option("--image-pull-policy <policy>", "when istio-agent re-fetches the module").choices(PULL_POLICIES).default(DEFAULTS.imagePullPolicy))
     .option("--image-pull-secret <name>", "Secret (in the same namespace) with registry credentials")
     .addOption(new Option("--match-mode <mode>", "traffic direction (default SERVER; CLIENT with --gateway)").choices(MATCH_MODES))
+    .option("--trusted-peer <pattern>", "add a SPIFFE ID pattern or CIDR to the policy's clientAddress.trustedPeers (repeatable; default list: Istio's ingress gateway)", collect)
     .addOption(new Option("--policy-mode <mode>", "override the policy's mode, e.g. dry-run for a first rollout").choices(POLICY_MODES))
     .addOption(new Option("--api <kind>", "object kind to emit").choices(["wasmplugin", "traffic-extension"]).default("wasmplugin"))
     .option("--wasm <file>", "the compiled filter used to validate the policy", defaultWasm)
@@ -120,6 +122,7 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
       const source = resolveModuleSource(opts);
       let pluginConfig: Record<string, unknown> = {};
       if (opts.policy !== undefined) pluginConfig = policyAsPluginConfig(await readPolicyFile(opts.policy));
+      if (opts.trustedPeer) pluginConfig = withTrustedPeers(pluginConfig, opts.trustedPeer);
       const effective = opts.policyMode ? { ...pluginConfig, mode: opts.policyMode } : pluginConfig;
       // What Istio hands the filter: the pluginConfig serialised as JSON (nothing at all when it is empty).
       const wasm = await loadProxyWasm(opts.wasm);

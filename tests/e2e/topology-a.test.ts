@@ -280,7 +280,8 @@ e2e("an unusable client-address header falls back to the peer address and is cou
     concurrency: 2,
     spec: edgeSpec({
       upstreamPort: app.port,
-      filters: [guardFilter({ clientAddress: { source: "header:x-client-ip" }, rules: { rate: { limit: { requests: 3, per: "1m" }, ban: "1m" } } })],
+      // The test's loopback clients stand in for a trusted proxy in front of this edge (a real TCP peer).
+      filters: [guardFilter({ clientAddress: { source: "header:x-client-ip", trustedPeers: ["127.0.0.0/8"] }, rules: { rate: { limit: { requests: 3, per: "1m" }, ban: "1m" } } })],
     }),
   });
   const port = portOf(envoy, "edge");
@@ -311,7 +312,7 @@ e2e("2 000 distinct clients against capacity 1024 keep the table bounded, count 
     concurrency: 2,
     spec: edgeSpec({
       upstreamPort: app.port,
-      filters: [guardFilter({ capacity: 1024, clientAddress: { source: "xff", trustedHops: 1 }, rules: { rate: { limit: { requests: 2, per: "1m" }, ban: "1h" } } })],
+      filters: [guardFilter({ capacity: 1024, clientAddress: { source: "xff", trustedHops: 1, trustedPeers: ["127.0.0.0/8"] }, rules: { rate: { limit: { requests: 2, per: "1m" }, ban: "1h" } } })],
     }),
   });
   const port = portOf(envoy, "edge");

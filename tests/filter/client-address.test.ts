@@ -7,10 +7,12 @@ import type { Host, RequestOptions } from "../emulator/emulator.ts";
 import { M, start, tableKeys, rateRule, assertPassed, assertDenied, bans, assertHostClean } from "./helpers.ts";
 
 const PEER = "192.0.2.50:34567";
+/** The test peer's network: address headers are believed only from a peer in clientAddress.trustedPeers. */
+const TRUSTED = "192.0.2.0/24";
 
-/** Sends `req` twice under `clientAddress` (+extra config) and returns the banned address and counters. */
+/** Sends `req` twice under `clientAddress` (the test peer trusted, +extra config) and returns the banned address and counters. */
 async function resolve(clientAddress: Record<string, unknown>, req: RequestOptions, extra: Record<string, unknown> = {}) {
-  const h = await start({ clientAddress, ...extra, rules: { rate: rateRule(1, "1h", "1h") } });
+  const h = await start({ clientAddress: { trustedPeers: [TRUSTED], ...clientAddress }, ...extra, rules: { rate: rateRule(1, "1h", "1h") } });
   h.vm(0).send(req);
   h.vm(0).send(req);
   const b = bans(h);
@@ -61,7 +63,7 @@ test("xff mode falls back to the peer, and counts it, when the header is missing
 
 for (const hops of [0, 1, 2]) {
   test(`spoofed leftmost x-forwarded-for entries neither let a client escape nor frame someone else (trustedHops ${hops})`, async () => {
-    const h = await start({ clientAddress: { source: "xff", trustedHops: hops }, rules: { rate: rateRule(5, "1h", "1h") } });
+    const h = await start({ clientAddress: { source: "xff", trustedHops: hops, trustedPeers: [TRUSTED] }, rules: { rate: rateRule(5, "1h", "1h") } });
     const proxies = ["10.0.0.1", "10.0.0.2"].slice(0, hops); // appended by proxies we trust
     const attacker = "198.51.100.66";
     const victim = "203.0.113.10";

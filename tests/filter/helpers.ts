@@ -20,6 +20,7 @@ export const M = {
   evictions: "traffic_guard_evictions_total",
   internalErrors: "traffic_guard_internal_errors_total",
   fallbacks: "traffic_guard_client_address_fallbacks_total",
+  untrusted: "traffic_guard_untrusted_address_headers_total",
   tracked: "traffic_guard_tracked_clients",
 } as const;
 

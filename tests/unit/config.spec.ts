@@ -3,7 +3,7 @@
 
 import {
   parseConfig, parseDuration, asciiLower, Config, Source, RULE_RATE, RULE_UA, RULE_ERRORS,
-  RULE_NAMES, DEFAULT_UA_PATTERNS, MIN_CAPACITY, MAX_CAPACITY,
+  RULE_NAMES, DEFAULT_UA_PATTERNS, MIN_CAPACITY, MAX_CAPACITY, MeshCallers,
 } from "../../assembly/config";
 import { matchesAny } from "../../assembly/glob";
 import * as mock from "./mock";
@@ -245,7 +245,7 @@ describe("configuration: clientAddress", () => {
 
   it("rejects a clientAddress that is not an object and unknown fields in it", () => {
     expect(reject("{\"clientAddress\":\"peer\"}")).toBe("clientAddress: expected an object, got \"peer\"");
-    expect(reject("{\"clientAddress\":{\"hops\":1}}")).toBe("clientAddress.hops: unknown field (expected one of: source, trustedHops)");
+    expect(reject("{\"clientAddress\":{\"hops\":1}}")).toBe("clientAddress.hops: unknown field (expected one of: source, trustedHops, trustedPeers, meshCallers)");
   });
 });
 
@@ -367,9 +367,9 @@ describe("configuration: rules", () => {
 
   it("rejects unknown rules and fields, each rule listing its own fields", () => {
     expect(reject("{\"rules\":{\"bots\":{}}}")).toBe("rules.bots: unknown field (expected one of: rate, userAgent, errors)");
-    expect(reject("{\"rules\":{\"rate\":{\"match\":[]}}}")).toBe("rules.rate.match: unknown field (expected one of: enabled, limit, ban)");
-    expect(reject("{\"rules\":{\"userAgent\":{\"statuses\":[]}}}")).toBe("rules.userAgent.statuses: unknown field (expected one of: enabled, limit, ban, match)");
-    expect(reject("{\"rules\":{\"errors\":{\"match\":[]}}}")).toBe("rules.errors.match: unknown field (expected one of: enabled, limit, ban, statuses)");
+    expect(reject("{\"rules\":{\"rate\":{\"match\":[]}}}")).toBe("rules.rate.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit)");
+    expect(reject("{\"rules\":{\"userAgent\":{\"statuses\":[]}}}")).toBe("rules.userAgent.statuses: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, match)");
+    expect(reject("{\"rules\":{\"errors\":{\"match\":[]}}}")).toBe("rules.errors.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, statuses)");
     expect(reject("{\"rules\":{\"rate\":{\"limit\":{\"burst\":5}}}}")).toBe("rules.rate.limit.burst: unknown field (expected one of: requests, per)");
   });
 
@@ -608,5 +608,53 @@ describe("asciiLower", () => {
     expect(asciiLower("ÀÉÎ Straße İ")).toBe("ÀÉÎ straße İ");
     expect(asciiLower("")).toBe("");
     expect(asciiLower("already lower 123")).toBe("already lower 123");
+  });
+});
+
+describe("configuration: mesh identity", () => {
+  it("defaults: Istio's ingress gateway is the one trusted peer, mesh callers keyed by identity, userAgent off for them", () => {
+    let cfg = accept("{}");
+    expect(cfg.trustedPeerIds.length).toBe(1);
+    expect(utf8(cfg.trustedPeerIds[0])).toBe("spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account");
+    expect(cfg.trustedPeerCidrs.length).toBe(0);
+    expect(cfg.meshCallers).toBe(MeshCallers.Identity);
+    expect(cfg.meshRules[RULE_RATE].enabled).toBe(true);
+    expect(cfg.meshRules[RULE_UA].enabled).toBe(false);
+    expect(cfg.meshRules[RULE_ERRORS].enabled).toBe(true);
+    expect(cfg.meshRules[RULE_RATE].requests).toBe(600);
+  });
+
+  it("splits trustedPeers into SPIFFE patterns and networks, replacing the default", () => {
+    let cfg = accept("{\"clientAddress\":{\"trustedPeers\":[\"spiffe://cluster.local/ns/edge/sa/*\",\"10.20.0.0/16\",\"fd00::1\"]}}");
+    expect(cfg.trustedPeerIds.length).toBe(1);
+    expect(utf8(cfg.trustedPeerIds[0])).toBe("spiffe://cluster.local/ns/edge/sa/*");
+    expect(cfg.trustedPeerCidrs.length).toBe(2);
+    expect(accept("{\"clientAddress\":{\"trustedPeers\":[]}}").trustedPeerIds.length).toBe(0, "an empty list trusts no one");
+  });
+
+  it("accepts meshCallers identity, address and exempt only", () => {
+    expect(accept("{\"clientAddress\":{\"meshCallers\":\"address\"}}").meshCallers).toBe(MeshCallers.Address);
+    expect(accept("{\"clientAddress\":{\"meshCallers\":\"exempt\"}}").meshCallers).toBe(MeshCallers.Exempt);
+    expect(reject("{\"clientAddress\":{\"meshCallers\":\"all\"}}")).toBe("clientAddress.meshCallers: expected \"identity\", \"address\" or \"exempt\", got \"all\"");
+  });
+
+  it("derives the mesh rules from applyToMesh and meshLimit, keeping the ban", () => {
+    let cfg = accept("{\"rules\":{\"rate\":{\"limit\":{\"requests\":100,\"per\":\"1m\"},\"meshLimit\":{\"requests\":5000,\"per\":\"10s\"},\"ban\":\"2m\"},\"userAgent\":{\"applyToMesh\":true},\"errors\":{\"applyToMesh\":false}}}");
+    expect(cfg.meshRules[RULE_RATE].requests).toBe(5000);
+    expect(cfg.meshRules[RULE_RATE].perMs).toBe(10_000);
+    expect(cfg.meshRules[RULE_RATE].banMs).toBe(120_000);
+    expect(cfg.rules[RULE_RATE].requests).toBe(100, "the address limit is unchanged");
+    expect(cfg.meshRules[RULE_UA].enabled).toBe(true);
+    expect(cfg.meshRules[RULE_ERRORS].enabled).toBe(false);
+    let off = accept("{\"rules\":{\"rate\":{\"enabled\":false,\"applyToMesh\":true}}}");
+    expect(off.meshRules[RULE_RATE].enabled).toBe(false, "a disabled rule is off for mesh callers too");
+  });
+
+  it("puts SPIFFE patterns of allow and deny beside their networks", () => {
+    let cfg = accept("{\"allow\":[\"10.0.0.0/8\",\"spiffe://cluster.local/ns/monitoring/sa/*\"],\"deny\":[\"spiffe://*/ns/shop/sa/crawler\"]}");
+    expect(cfg.allow.length).toBe(1);
+    expect(cfg.allowIds.length).toBe(1);
+    expect(cfg.deny.length).toBe(0);
+    expect(utf8(cfg.denyIds[0])).toBe("spiffe://*/ns/shop/sa/crawler");
   });
 });

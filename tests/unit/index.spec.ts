@@ -80,7 +80,7 @@ describe("configure", () => {
 
   it("defines every metric at configure time", () => {
     configure("{}");
-    expect(mock.metricCount()).toBe(14);
+    expect(mock.metricCount()).toBe(15);
     expect(counter("requests_total")).toBe(0);
   });
 
@@ -234,7 +234,7 @@ describe("response path", () => {
 
 describe("client address and fail-open", () => {
   it("counts a fallback when the configured header is unusable", () => {
-    configure("{\"clientAddress\":{\"source\":\"xff\"}}");
+    configure("{\"clientAddress\":{\"source\":\"xff\",\"trustedPeers\":[\"203.0.113.0/24\"]}}");
     mock.setHeader(mock.REQUEST, "x-forwarded-for", "garbage");
     expect(request("203.0.113.7:4000", "", "/")).toBe(CONTINUE);
     expect(counter("client_address_fallbacks_total")).toBe(1);

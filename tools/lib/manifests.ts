@@ -66,6 +66,24 @@ export const GATEWAY = {
   matchMode: "CLIENT" as MatchMode,
 };
 
+/**
+ * The filter's default clientAddress.trustedPeers (Istio's default ingress gateway in any trust domain), as
+ * assembly/config.ts DEFAULT_TRUSTED_PEERS defines it; tests/cli/manifests.test.ts checks they agree.
+ */
+export const DEFAULT_TRUSTED_PEERS: readonly string[] = ["spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account"];
+
+/**
+ * `--trusted-peer`: adds patterns to pluginConfig.clientAddress.trustedPeers, starting from the filter's
+ * default list when the policy names none (so adding a gateway keeps Istio's). Duplicates are dropped;
+ * the filter validates the result like any policy.
+ */
+export function withTrustedPeers(pluginConfig: Record<string, unknown>, peers: string[]): Record<string, unknown> {
+  const clientAddress = { ...((pluginConfig.clientAddress as Record<string, unknown> | undefined) ?? {}) };
+  const current = Array.isArray(clientAddress.trustedPeers) ? (clientAddress.trustedPeers as unknown[]) : [...DEFAULT_TRUSTED_PEERS];
+  clientAddress.trustedPeers = [...new Set([...current, ...peers])];
+  return { ...pluginConfig, clientAddress };
+}
+
 /** Everything that goes into one plugin object, besides where it lives. */
 export interface PluginSpecInput {
   /** `oci://registry/repo:tag[@sha256:…]`, `https://…/traffic-guard.wasm` or `file:///…`. */
