@@ -10,7 +10,7 @@ import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assem
 import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
-import { header, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { header, property, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { matchesAny } from "./glob";
 import { Table, FAILED } from "./table";
 import { LocalReply } from "./response";
@@ -27,6 +27,16 @@ let deletions: i32 = 0;
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
+const PLUGIN_NAME = bytes("plugin_name");
+const PLUGIN_ROOT_ID = bytes("plugin_root_id");
+
+// The plugin's identity for its shared-data keys: Envoy's plugin name (Istio: <namespace>.<name> of the
+// WasmPlugin, unique per proxy), else the root id, else "" (see table.ts).
+function pluginIdentity(): string {
+  let name = property(PLUGIN_NAME);
+  if (name.byteLength == 0) name = property(PLUGIN_ROOT_ID);
+  return String.UTF8.decode(name);
+}
 
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
 class GuardRoot extends RootContext {
@@ -56,7 +66,7 @@ class GuardRoot extends RootContext {
     }
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
-    let table = new Table(cfg.capacity);
+    let table = new Table(cfg.capacity, pluginIdentity());
     this.table = table;
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, nowMs())) {
@@ -159,6 +169,7 @@ class GuardHttp extends Context {
   // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
   private landed(table: Table, cfg: Config, now: u64): void {
     let metrics = this.guard.metrics;
+    if (table.refused) metrics.inc(m.ADMISSIONS_REFUSED);
     if (table.filledSlot) metrics.trackOne();
     if (table.evicted) metrics.inc(m.EVICTIONS);
     let rule = table.banRule;

@@ -14,6 +14,8 @@
 //   traffic_guard_evictions_total                client records replaced to make room
 //   traffic_guard_internal_errors_total          fail-open events
 //   traffic_guard_client_address_fallbacks_total unusable address header, peer address used
+//   traffic_guard_admissions_refused_total       requests of new clients left untracked: every record of
+//                                                their set held evidence or a ban (see table.ts)
 //   traffic_guard_tracked_clients (gauge)        occupied client records
 
 import { define_metric, increment_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
@@ -33,6 +35,7 @@ export const COUNTER_NAMES: string[] = [
   "traffic_guard_evictions_total",
   "traffic_guard_internal_errors_total",
   "traffic_guard_client_address_fallbacks_total",
+  "traffic_guard_admissions_refused_total",
 ];
 /** The gauge's name. */
 export const GAUGE_TRACKED = "traffic_guard_tracked_clients";
@@ -51,12 +54,14 @@ export const EVICTIONS: i32 = 10;
 export const INTERNAL_ERRORS: i32 = 11;
 /** Index of traffic_guard_client_address_fallbacks_total. */
 export const FALLBACKS: i32 = 12;
+/** Index of traffic_guard_admissions_refused_total. */
+export const ADMISSIONS_REFUSED: i32 = 13;
 
 /** Metric ids of one VM. A metric the host refused to define has id 0 and is skipped. */
 export class Metrics {
-  counters: StaticArray<u32> = new StaticArray<u32>(13);
+  counters: StaticArray<u32> = new StaticArray<u32>(COUNTER_NAMES.length);
   tracked: u32 = 0;
-  ok: StaticArray<bool> = new StaticArray<bool>(13);
+  ok: StaticArray<bool> = new StaticArray<bool>(COUNTER_NAMES.length);
   trackedOk: bool = false;
 
   /** Defines every metric; returns false if the host refused any (they are then skipped). */

@@ -306,28 +306,80 @@ describe("table replacement in a full set", () => {
     expect(t.request(cfg, 0, c[0], false, 20_000)).toBe(rules.DENY_BANNED);
   });
 
-  it("replaces the ban that ends soonest only when all eight are banned", () => {
+  it("never replaces a banned record with a newcomer, even when all eight are banned: it is refused", () => {
     let t = new Table(1024);
     let cfg = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
     let c = sameSet(t, 9);
     let key = keyString(t, c[0]);
-    // Banned at 0, 1, ..., 7 s, except c3 banned first (ends soonest).
-    let order: i32[] = [3, 0, 1, 2, 4, 5, 6, 7];
-    for (let k = 0; k < 8; k++) {
-      let i = order[k];
-      t.request(cfg, 0, c[i], false, <u64>k * 1000);
-      expect(t.request(cfg, 0, c[i], false, <u64>k * 1000)).toBe(rules.DENY_RATE);
-    }
-    for (let i = 0; i < 8; i++) expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0);
-    expect(t.request(cfg, 0, c[8], false, 10_000)).toBe(rules.PASS);
-    expect(t.evicted).toBe(true);
-    let slot3 = -1;
     for (let i = 0; i < 8; i++) {
-      if (i == 3) continue;
-      expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0, "a ban ending later is kept");
+      t.request(cfg, 0, c[i], false, <u64>i * 1000);
+      expect(t.request(cfg, 0, c[i], false, <u64>i * 1000)).toBe(rules.DENY_RATE);
     }
-    slot3 = slotOf(key, c[3]);
-    expect(slot3).toBe(-1, "the ban ending soonest was replaced");
+    let sets = mock.sharedSets();
+    expect(t.request(cfg, 0, c[8], false, 10_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+    expect(t.evicted).toBe(false);
+    expect(mock.sharedSets()).toBe(sets, "nothing written");
+    for (let i = 0; i < 8; i++) expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0, "every ban is kept");
+    // An error response of the refused client is evidence, but evidence does not displace a ban either.
+    expect(t.errorResponse(cfg, 0, c[8], 10_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+  });
+});
+
+describe("table admission", () => {
+  beforeEach(() => { mock.reset(); });
+
+  const RULES = "{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":10,\"per\":\"1h\"},\"ban\":\"1h\"},\"errors\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}";
+
+  it("lets a one-request newcomer replace only records on probation, the least recently updated first", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 10);
+    let key = keyString(t, c[0]);
+    t.request(cfg, 0, c[0], false, 0);
+    t.errorResponse(cfg, 0, c[0], 0); // evidence: a counted error
+    t.request(cfg, 0, c[1], false, 1000);
+    t.request(cfg, 0, c[1], false, 1000); // evidence: a second token within the window
+    for (let i = 2; i < 8; i++) t.request(cfg, 0, c[i], false, <u64>i * 1000); // probation
+    expect(t.request(cfg, 0, c[8], false, 9000)).toBe(rules.PASS);
+    expect(t.evicted).toBe(true);
+    expect(slotOf(key, c[2])).toBe(-1, "the oldest record on probation made room");
+    expect(slotOf(key, c[0])).toBeGreaterThanOrEqual(0, "the record with an error is kept although older");
+    expect(slotOf(key, c[1])).toBeGreaterThanOrEqual(0, "the record with two requests is kept although older");
+  });
+
+  it("refuses a one-request newcomer when every record holds evidence, and admits it once it brings an error", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 9);
+    let key = keyString(t, c[0]);
+    for (let i = 0; i < 8; i++) {
+      t.request(cfg, 0, c[i], false, <u64>i * 1000);
+      t.errorResponse(cfg, 0, c[i], <u64>i * 1000);
+    }
+    expect(t.request(cfg, 0, c[8], false, 9000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+    expect(slotOf(key, c[8])).toBe(-1);
+    expect(t.errorResponse(cfg, 0, c[8], 9000)).toBe(rules.PASS);
+    expect(t.refused).toBe(false);
+    expect(t.evicted).toBe(true);
+    expect(slotOf(key, c[0])).toBe(-1, "the least recently updated record with evidence made room");
+    expect(slotOf(key, c[8])).toBeGreaterThanOrEqual(0);
+  });
+
+  it("counts a record whose buckets refilled as expired again, so any newcomer may take its slot", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 9);
+    let key = keyString(t, c[0]);
+    for (let i = 0; i < 8; i++) {
+      t.request(cfg, 0, c[i], false, 0);
+      t.errorResponse(cfg, 0, c[i], 0);
+    }
+    expect(t.request(cfg, 0, c[8], false, 3_600_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(false);
+    expect(slotOf(key, c[8])).toBeGreaterThanOrEqual(0);
   });
 });
 
