@@ -70,9 +70,8 @@ class GuardRoot extends RootContext {
     this.table = table;
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, nowMs())) {
-      this.metrics.trackDelta(table.occupiedDelta);
-      log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
-        table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
+      log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
+        " into " + table.sets.toString() + " sets while requests are served");
     }
     log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
@@ -126,6 +125,7 @@ class GuardHttp extends Context {
     let now = nowMs();
     let table = changetype<Table>(this.guard.table);
     let decision = table.request(cfg, hi, lo, ua, now);
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (decision == FAILED) {
       metrics.inc(m.INTERNAL_ERRORS);
       return FilterHeadersStatusValues.Continue;
@@ -154,7 +154,9 @@ class GuardHttp extends Context {
     if (code >= 600 || !unchecked(cfg.statusMatch[code])) return FilterHeadersStatusValues.Continue;
     let now = nowMs();
     let table = changetype<Table>(this.guard.table);
-    if (table.errorResponse(cfg, this.hi, this.lo, now) == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    let res = table.errorResponse(cfg, this.hi, this.lo, now);
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
+    if (res == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
     return FilterHeadersStatusValues.Continue;
   }
@@ -163,6 +165,19 @@ class GuardHttp extends Context {
     if (++deletions >= COLLECT_EVERY) {
       deletions = 0;
       __collect();
+    }
+  }
+
+  // Side effects of draining old sets during a capacity change: the gauge, and one line at the end.
+  private migrated(table: Table): void {
+    if (table.occupiedDelta != 0) {
+      this.guard.metrics.trackDelta(table.occupiedDelta);
+      table.occupiedDelta = 0;
+    }
+    if (table.completed) {
+      table.completed = false;
+      log(LogLevelValues.info, "traffic-guard: capacity change complete: this worker moved " + table.moved.toString() + " of " +
+        table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
     }
   }
 

@@ -10,9 +10,14 @@
 // so every worker places a client in the same set while nobody outside can compute which addresses
 // share a set (and aim addresses at a banned client's set).
 //
-// The set count is part of the key because a new capacity re-hashes every client: on configure, records
-// of the previous geometry (named by the meta key) are merged into the new one and the old keys are
-// emptied, so bans survive a capacity change and memory stays bounded.
+// The set count is part of the key because a new capacity re-hashes every client. A capacity change is
+// recorded in the meta key (new set count, previous set count) by one CAS at configure time; the records
+// of the previous geometry are then merged into the new one while requests are served, in slices of
+// MIGRATE_SLICE old sets per request on every worker, and each old set is emptied with the CAS of its
+// read. A client whose record is still in an old set has it merged first when it makes a request (its
+// old set is drained before its new one is read), so no ban lapses during the move. The worker that
+// completes a pass over the old sets clears the previous set count; a later capacity change waits for
+// that. Until then both geometries hold records (at most old + new capacity).
 // Every update is get -> modify -> set with the CAS from the get; on CAS_MISMATCH another worker changed
 // the set in between, so the update is recomputed from fresh data (bounded retries).
 //
@@ -44,8 +49,10 @@ export const MAX_ATTEMPTS: i32 = 8;
 export const KEY_PREFIX: string = "traffic-guard/t/";
 /** Meta key of a plugin without a name ("traffic-guard/<plugin>/meta" otherwise). */
 export const META_KEY: string = "traffic-guard/meta";
-/** Bytes of the meta value: u32 set count, u32 zero, u64 k0, u64 k1 (the hash secret). */
+/** Bytes of the meta value: u32 set count, u32 previous set count while migrating (else 0), u64 k0, u64 k1 (the hash secret). */
 export const META_SIZE: i32 = 24;
+/** Old sets a request drains while a capacity change is in progress (bounds the work per callback). */
+export const MIGRATE_SLICE: u32 = 8;
 
 /** The CAS passed when writing a set that did not exist: any non-zero value (see above). */
 export const FRESH_CAS: u32 = 0xffffffff;
@@ -119,9 +126,9 @@ export class Table {
   k0: u64 = 0;
   /** Second half of the hash secret. */
   k1: u64 = 0;
-  private plugin: string;
-  private hexAt: usize;
-  private metaKey: ArrayBuffer;
+  private plugin: string = "";
+  private hexAt: usize = 0;
+  private metaKey: ArrayBuffer = new ArrayBuffer(0);
   private key: ArrayBuffer = new ArrayBuffer(0);
   private scratch: ArrayBuffer = new ArrayBuffer(rec.SET_SIZE);
 
@@ -139,8 +146,19 @@ export class Table {
   strike: i32 = 0;
   banUntil: u64 = 0;
 
+  /** The set count this worker's configuration asks for. */
+  wanted: u32;
+  /** The set count being drained into `sets` (0 when no capacity change is in progress). */
+  prevSets: u32 = 0;
+  /** The next old set this worker drains. */
+  private cursor: u32 = 0;
+  private oldKey: ArrayBuffer = new ArrayBuffer(0);
+  /** The last update completed this worker's pass over the old sets (log it once). */
+  completed: bool = false;
+
   constructor(capacity: u32, plugin: string = "") {
     this.sets = (capacity + <u32>rec.WAYS - 1) / <u32>rec.WAYS;
+    this.wanted = this.sets;
     this.plugin = plugin;
     let prefix = pluginPrefix(plugin);
     this.hexAt = <usize>String.UTF8.byteLength(prefix) + 2;
@@ -150,9 +168,35 @@ export class Table {
 
   /** The set index for an address: a keyed 64-bit mix of both words, reduced to the set count. */
   setOf(hi: u64, lo: u64): u32 {
+    return this.setIn(hi, lo, this.sets);
+  }
+
+  // The set index for an address in a table of `sets` sets.
+  private setIn(hi: u64, lo: u64, sets: u32): u32 {
     let h = fmix((hi ^ this.k0) * 0x9e3779b97f4a7c15 ^ lo ^ this.k1);
     h = fmix(h ^ this.k0 ^ rotl<u64>(this.k1, 29));
-    return <u32>(h % <u64>this.sets);
+    return <u32>(h % <u64>sets);
+  }
+
+  // Switches to geometry `sets`, draining `prev` (0: nothing to drain).
+  private use(sets: u32, prev: u32): void {
+    if (sets != this.sets) {
+      this.sets = sets;
+      this.key = keyOf(sets, 0, this.plugin);
+    }
+    if (prev != this.prevSets) {
+      this.prevSets = prev;
+      this.cursor = 0;
+      this.moved = 0;
+      this.oldUsed = 0;
+      if (prev != 0) this.oldKey = keyOf(prev, 0, this.plugin);
+    }
+  }
+
+  // The shared-data key of old set `index` (the returned buffer is reused by the next call).
+  private oldKeyFor(index: u32): ArrayBuffer {
+    writeHex(changetype<usize>(this.oldKey) + this.hexAt + 6, index);
+    return this.oldKey;
   }
 
   /** The shared-data key of set `index` (the returned buffer is reused by the next call). */
@@ -161,70 +205,130 @@ export class Table {
     return this.key;
   }
 
-  /** Records moved by the last migrate() call, and used records found in the old sets. */
+  /** Records this worker moved during the current capacity change, and used records it found in old sets. */
   moved: i32 = 0;
   oldUsed: i32 = 0;
-  /** Change of the occupied-record count caused by the last migrate() call. */
+  /** Change of the occupied-record count caused by draining, not yet reported (the caller resets it). */
   occupiedDelta: i32 = 0;
 
-  // Reads the meta value into (sets, k0, k1) of `out`; returns the stored set count or 0 if unusable.
+  private metaPrev: u32 = 0;
+
+  // Reads the secret from a meta value; returns its set count (its previous set count in metaPrev), or
+  // 0 if the value is not a meta value of this version.
   private readMeta(v: ArrayBuffer): u32 {
+    this.metaPrev = 0;
     if (v.byteLength != META_SIZE) return 0;
     let p = changetype<usize>(v);
     let k0 = load<u64>(p, 8), k1 = load<u64>(p, 16);
     if (k0 == 0 && k1 == 0) return 0;
     this.k0 = k0;
     this.k1 = k1;
+    this.metaPrev = load<u32>(p, 4);
     return load<u32>(p);
   }
 
-  // An emptied set means a worker with a newer capacity moved the table away from this geometry. Until
-  // this worker is reconfigured too, it follows the geometry recorded in the meta key, so a banned
-  // client stays banned on every worker. Returns true when the geometry changed.
+  // Writes the meta value (sets, prev, secret) with `cas`.
+  private writeMeta(sets: u32, prev: u32, cas: u32): WasmResultValues {
+    let v = new ArrayBuffer(META_SIZE);
+    let p = changetype<usize>(v);
+    store<u32>(p, sets);
+    store<u32>(p, prev, 4);
+    store<u64>(p, this.k0, 8);
+    store<u64>(p, this.k1, 16);
+    return set_shared_data(this.metaKey, v, cas);
+  }
+
+  // An emptied (or absent) set can mean that a worker with a newer capacity moved the table away from
+  // this geometry. Until this worker is reconfigured too, it follows the geometry recorded in the meta
+  // key (and helps drain it), so a banned client stays banned on every worker. Returns true when the
+  // geometry changed.
   private followMigration(): bool {
     let meta = get_shared_data(this.metaKey);
     if (meta.result != WasmResultValues.Ok) return false;
     let sets = this.readMeta(meta.value);
     if (sets == this.sets || sets == 0) return false;
-    this.sets = sets;
-    this.key = keyOf(sets, 0, this.plugin);
+    this.use(sets, this.metaPrev);
+    this.wanted = sets; // the newer configuration's capacity, so as not to move the table back
     return true;
   }
 
   /**
-   * Joins the table of this plugin at configure time: reads the hash secret and the geometry from the
-   * meta key, or creates them (secret from the host clock, see secretFrom); after a capacity change merges the
-   * clients of the previous geometry into this one and empties the old keys. Returns true when records
-   * had to be moved.
+   * Joins the table of this plugin at configure time, with one meta read and at most MAX_ATTEMPTS
+   * CAS writes: reads the hash secret and the geometry, or creates them (secret from the host clock,
+   * see secretFrom); after a capacity change records the new geometry, whose old sets requests then
+   * drain (see above). Returns true when this call started a capacity change.
    */
   migrate(cfg: Config, now: u64): bool {
-    this.moved = 0;
-    this.oldUsed = 0;
-    this.occupiedDelta = 0;
-    let mine = new ArrayBuffer(META_SIZE);
-    let p = changetype<usize>(mine);
+    this.completed = false;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       let meta = get_shared_data(this.metaKey);
       if (meta.result != WasmResultValues.Ok && meta.result != WasmResultValues.NotFound) return false;
-      let prev: u32 = meta.result == WasmResultValues.Ok ? this.readMeta(meta.value) : 0;
-      if (prev == 0) {
+      let cas = meta.result == WasmResultValues.NotFound ? FRESH_CAS : meta.cas;
+      let stored: u32 = meta.result == WasmResultValues.Ok ? this.readMeta(meta.value) : 0;
+      if (stored == 0) {
+        // No table yet (or one of another version): draw the secret and record the geometry.
         this.k0 = secretFrom(nanos() ^ now, this.plugin);
         this.k1 = secretFrom(this.k0 ^ 0x9e3779b97f4a7c15, this.plugin);
+        let res = this.writeMeta(this.wanted, 0, cas);
+        if (res == WasmResultValues.CasMismatch) continue;
+        this.use(this.wanted, 0);
+        return false;
       }
-      if (prev == this.sets) return false;
-      store<u32>(p, this.sets);
-      store<u32>(p, 0, 4);
-      store<u64>(p, this.k0, 8);
-      store<u64>(p, this.k1, 16);
-      // Whoever wins this CAS creates or moves the table; a worker that loses it reads the winner's meta.
-      let metaCas = meta.result == WasmResultValues.NotFound ? FRESH_CAS : meta.cas;
-      let res = set_shared_data(this.metaKey, mine, metaCas);
+      if (stored == this.wanted || this.metaPrev != 0) {
+        // Our geometry already, or a capacity change in progress that must finish first (requests
+        // start ours afterwards, see step()).
+        this.use(stored, this.metaPrev);
+        return false;
+      }
+      let res = this.writeMeta(this.wanted, stored, cas);
       if (res == WasmResultValues.CasMismatch) continue;
-      if (res != WasmResultValues.Ok || prev == 0) return false;
-      for (let i: u32 = 0; i < prev; i++) this.drain(keyOf(prev, i, this.plugin), cfg, now);
+      if (res != WasmResultValues.Ok) return false;
+      this.use(this.wanted, stored);
       return true;
     }
     return false;
+  }
+
+  // Migration work of one request: start a capacity change this worker's configuration still wants,
+  // or drain the next MIGRATE_SLICE old sets; the worker that completes the pass clears the previous
+  // set count in the meta key.
+  private step(cfg: Config, now: u64): void {
+    if (this.prevSets == 0) {
+      // A capacity change waited for the previous one to finish.
+      let meta = get_shared_data(this.metaKey);
+      if (meta.result != WasmResultValues.Ok) return;
+      let cas = meta.cas;
+      let stored = this.readMeta(meta.value);
+      if (stored == 0) return;
+      if (stored == this.wanted || this.metaPrev != 0) {
+        this.use(stored, this.metaPrev);
+        if (stored != this.wanted) this.wanted = stored;
+        return;
+      }
+      if (this.writeMeta(this.wanted, stored, cas) == WasmResultValues.Ok) this.use(this.wanted, stored);
+      return;
+    }
+    let end = this.cursor + MIGRATE_SLICE;
+    if (end > this.prevSets) end = this.prevSets;
+    for (; this.cursor < end; this.cursor++) this.drain(this.oldKeyFor(this.cursor), cfg, now);
+    if (this.cursor < this.prevSets) return;
+    // Pass complete: every old set was emptied (or never written).
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let meta = get_shared_data(this.metaKey);
+      if (meta.result != WasmResultValues.Ok) break;
+      let cas = meta.cas;
+      let stored = this.readMeta(meta.value);
+      if (stored != this.sets || this.metaPrev != this.prevSets) break; // someone else moved on
+      let res = this.writeMeta(this.sets, 0, cas);
+      if (res != WasmResultValues.CasMismatch) break;
+    }
+    this.prevSets = 0;
+    this.completed = true;
+  }
+
+  /** Drains every remaining old set now (tests, and a worker that must finish a pass at once). */
+  finishMigration(cfg: Config, now: u64): void {
+    while (this.prevSets != 0) this.step(cfg, now);
   }
 
   // Merges the records of one old set into the current geometry, then empties it with the CAS of the
@@ -307,6 +411,9 @@ export class Table {
   }
 
   private update(op: i32, cfg: Config, hi: u64, lo: u64, uaMatched: bool, now: u64): i32 {
+    this.completed = false;
+    if (this.prevSets != 0 || this.sets != this.wanted) this.step(cfg, now);
+    let ownDrained = false;
     let key = this.keyFor(this.setOf(hi, lo));
     this.conflicts = 0;
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
@@ -314,22 +421,33 @@ export class Table {
       this.filledSlot = false;
       this.refused = false;
       this.banRule = -1;
+      // get_shared_data returns one global object, which followMigration's read overwrites.
       let sd = get_shared_data(key);
+      let result = sd.result;
       let cas = sd.cas;
       let buf = sd.value;
-      if (sd.result == WasmResultValues.Ok && buf.byteLength == 0 && this.followMigration()) {
+      if ((result == WasmResultValues.NotFound || (result == WasmResultValues.Ok && buf.byteLength == 0)) &&
+          this.followMigration()) {
         key = this.keyFor(this.setOf(hi, lo)); // another worker moved the table: use the new geometry
         continue;
       }
-      if (sd.result == WasmResultValues.NotFound || buf.byteLength != rec.SET_SIZE) {
+      if (result == WasmResultValues.NotFound || buf.byteLength != rec.SET_SIZE) {
         // A never-written set (or a value of another size, which this version cannot read): start empty.
-        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return FAILED;
-        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
+        if (result != WasmResultValues.Ok && result != WasmResultValues.NotFound) return FAILED;
+        if (result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
         memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
       }
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
+      if (r == 0 && this.prevSets != 0 && !ownDrained) {
+        // Not here yet: its record may still be in the old geometry. Merge that set first.
+        ownDrained = true;
+        this.drain(this.oldKeyFor(this.setIn(hi, lo, this.prevSets)), cfg, now);
+        key = this.keyFor(this.setOf(hi, lo));
+        attempt--;
+        continue;
+      }
       if (r == 0) {
         // A newcomer. On a response it brings evidence: the error about to be counted.
         r = this.place(base, now, cfg, op == OP_RESPONSE ? rec.EVIDENCE : rec.PROBATION, 0);

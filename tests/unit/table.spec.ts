@@ -546,6 +546,8 @@ describe("table migration after a capacity change", () => {
 
     let fresh = new Table(2048);
     expect(fresh.migrate(big, 1000)).toBe(true);
+    expect(fresh.oldUsed).toBe(0, "configure only records the new geometry");
+    fresh.finishMigration(big, 1000);
     expect(fresh.oldUsed).toBe(3);
     expect(fresh.moved).toBe(2);
     expect(fresh.occupiedDelta).toBe(-1, "three records left the old sets, two landed in new ones");
@@ -573,7 +575,52 @@ describe("table migration after a capacity change", () => {
     stale.request(small, 0, c, false, 0);
     let moved = new Table(2048);
     expect(moved.migrate(big, 0)).toBe(true);
-    expect(stale.request(small, 0, c, false, 1000)).toBe(rules.DENY_BANNED);
+    expect(stale.request(small, 0, c, false, 1000)).toBe(rules.DENY_BANNED, "old set not drained yet: still there");
+    expect(moved.request(big, 0, c, false, 1000)).toBe(rules.DENY_BANNED, "the new geometry merged the client's old set on access");
+    moved.finishMigration(big, 1000);
+    expect(stale.request(small, 0, c, false, 2000)).toBe(rules.DENY_BANNED);
     expect(stale.sets).toBe(256, "it now uses the recorded geometry");
+  });
+
+  it("merges a client's records from both geometries: the later ban, the higher strike count, the fewer tokens", () => {
+    let small = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let big = cfgOf("{\"capacity\":2048,\"rules\":{\"rate\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let stale = new Table(1024);
+    stale.migrate(small, 0);
+    let c = v4(0x0a000001);
+    for (let i = 0; i < 6; i++) stale.request(small, 0, c, false, 0); // banned until 1h, strike 1
+    let moved = new Table(2048);
+    expect(moved.migrate(big, 0)).toBe(true);
+    // Before the new geometry drained the old set, the banned client's record there is in its way:
+    // the new geometry must merge it instead of creating a fresh record.
+    let newKey = keyString(moved, c);
+    expect(moved.request(big, 0, c, false, 1000)).toBe(rules.DENY_BANNED);
+    let r = changetype<usize>(recordOf(newKey, c));
+    expect(rec.strikes(r)).toBe(1);
+    expect(rec.banUntil(r)).toBe(3_600_000);
+    expect(rec.tokens(r, RULE_RATE)).toBeLessThan(1.0);
+  });
+
+  it("empties an old set with the CAS of its read and redoes the merge when another worker wrote it in between", () => {
+    let small = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let big = cfgOf("{\"capacity\":2048,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let stale = new Table(1024);
+    stale.migrate(small, 0);
+    let c = v4(0x0a000001);
+    stale.request(small, 0, c, false, 0);
+    let oldKey = keyString(stale, c);
+    let moved = new Table(2048);
+    moved.migrate(big, 0);
+    // Another worker (still on the old geometry) bans the client between our read and our emptying set.
+    let banned = changetype<ArrayBuffer>(mock.sharedValue(oldKey));
+    let slot = changetype<usize>(banned) + <usize>(slotOf(oldKey, c) * rec.RECORD_SIZE);
+    rec.setBanUntil(slot, 7_200_000);
+    rec.setStrikes(slot, 1);
+    mock.interfereWith(oldKey, banned);
+    moved.finishMigration(big, 1000);
+    let v = mock.sharedValue(oldKey);
+    expect(v !== null && v.byteLength == 0).toBe(true, "the old set was emptied");
+    expect(moved.request(big, 0, c, false, 2000)).toBe(rules.DENY_BANNED, "the ban written in between was merged, not lost");
+    expect(moved.banUntil).toBe(7_200_000);
   });
 });
