@@ -13,6 +13,7 @@ import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./clie
 import { header, property, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { matchesAny } from "./glob";
 import { Table, FAILED } from "./table";
+import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
@@ -42,6 +43,7 @@ function pluginIdentity(): string {
 class GuardRoot extends RootContext {
   config: Config | null = null;
   table: Table | null = null;
+  ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
   private defined: bool = false;
@@ -66,8 +68,10 @@ class GuardRoot extends RootContext {
     }
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
-    let table = new Table(cfg.capacity, pluginIdentity());
+    let plugin = pluginIdentity();
+    let table = new Table(cfg.capacity, plugin);
     this.table = table;
+    this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, nowMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
@@ -121,8 +125,12 @@ class GuardHttp extends Context {
     this.hi = hi;
     this.lo = lo;
     this.tracked = true;
-    let ua = cfg.rules[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
     let now = nowMs();
+    if (cfg.rangeThreshold > 0) {
+      let ranges = changetype<Ranges>(this.guard.ranges);
+      if (ranges.check(cfg, hi, lo, now)) return this.deny(rules.DENY_BANNED, (ranges.banUntil - now + 999) / 1000);
+    }
+    let ua = cfg.rules[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
     let table = changetype<Table>(this.guard.table);
     let decision = table.request(cfg, hi, lo, ua, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
@@ -199,6 +207,16 @@ class GuardHttp extends Context {
         "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+      if (cfg.rangeThreshold > 0) {
+        let ranges = changetype<Ranges>(this.guard.ranges);
+        if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
+          metrics.inc(m.RANGE_BANS);
+          log(LogLevelValues.warn, "traffic-guard: banned range " + formatAddress(ranges.rangeHi, ranges.rangeLo) + "/" +
+            ranges.prefix.toString() + " for " + ((ranges.banUntil - now + 999) / 1000).toString() + "s: " +
+            ranges.clients.toString() + " clients banned within " + (cfg.rangeWindowMs / 1000).toString() + "s" +
+            (cfg.dryRun ? " (dry-run)" : ""));
+        }
+      }
     }
   }
 

@@ -21,6 +21,7 @@ export const M = {
   internalErrors: "traffic_guard_internal_errors_total",
   fallbacks: "traffic_guard_client_address_fallbacks_total",
   admissionsRefused: "traffic_guard_admissions_refused_total",
+  rangeBans: "traffic_guard_range_bans_total",
   tracked: "traffic_guard_tracked_clients",
 } as const;
 
