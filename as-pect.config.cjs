@@ -15,7 +15,7 @@ module.exports = {
   async instantiate(memory, createImports, instantiate, binary) {
     const host = createMockHost();
     const module = await WebAssembly.compile(binary);
-    const result = await instantiate(module, createImports({ env: host.envFor(module), mock: host.mock }));
+    const result = await instantiate(module, createImports({ env: host.envFor(module), mock: host.mock, wasi_snapshot_preview1: host.wasi }));
     host.bind(result.instance);
     return result;
   },

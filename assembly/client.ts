@@ -12,7 +12,7 @@
 
 import { Config, Source } from "./config";
 import { parseAddress, parsedHi, parsedLo, isV4, maskHi, maskLo, V4_MARK } from "./address";
-import { header, property, bytes, REQUEST_HEADERS } from "./host";
+import { readHeader, readProperty, valuePtr, bytes, REQUEST_HEADERS } from "./host";
 
 const XFF = bytes("x-forwarded-for");
 const EXTERNAL = bytes("x-envoy-external-address");
@@ -30,14 +30,16 @@ export let clientHi: u64 = 0;
 /** Low word of the resolved, aggregated client address. */
 export let clientLo: u64 = 0;
 
-function parseBuffer(b: ArrayBuffer): bool {
-  return b.byteLength > 0 && parseAddress(changetype<usize>(b), <usize>b.byteLength);
+// Header and property values are read into the host module's scratch region (host.ts): nothing here
+// allocates, and only the bytes of the chosen entry are parsed.
+function parseValue(n: i32): bool {
+  return n > 0 && parseAddress(valuePtr, <usize>n);
 }
 
-/** Picks the entry `hops` places from the right of an x-forwarded-for value and parses it. */
-export function parseXff(b: ArrayBuffer, hops: i32): bool {
-  let start = changetype<usize>(b);
-  let end = start + <usize>b.byteLength;
+/** Picks the entry `hops` places from the right of the n x-forwarded-for bytes at p and parses it. */
+export function parseXff(p: usize, n: i32, hops: i32): bool {
+  let start = p;
+  let end = start + <usize>n;
   let i = end;
   let seen = 0;
   while (true) {
@@ -51,7 +53,7 @@ export function parseXff(b: ArrayBuffer, hops: i32): bool {
 }
 
 function peer(): bool {
-  return parseBuffer(property(SOURCE_ADDRESS));
+  return parseValue(readProperty(SOURCE_ADDRESS));
 }
 
 /** Resolves and aggregates the client address into clientHi/clientLo; returns RESOLVED, FELL_BACK or UNRESOLVED. */
@@ -60,21 +62,20 @@ export function resolveClient(cfg: Config): i32 {
   let ok = false;
   let src = cfg.source;
   if (src == Source.Header) {
-    let v = header(REQUEST_HEADERS, cfg.headerName);
-    ok = parseBuffer(v);
+    ok = parseValue(readHeader(REQUEST_HEADERS, cfg.headerName));
     if (!ok) status = FELL_BACK;
   } else if (src == Source.Auto || src == Source.Xff) {
     if (src == Source.Auto) {
-      let ext = header(REQUEST_HEADERS, EXTERNAL);
-      if (ext.byteLength > 0) {
-        ok = parseBuffer(ext);
+      let ext = readHeader(REQUEST_HEADERS, EXTERNAL);
+      if (ext > 0) {
+        ok = parseValue(ext);
         if (!ok) status = FELL_BACK;
       }
     }
     if (!ok) {
-      let xff = header(REQUEST_HEADERS, XFF);
-      if (xff.byteLength > 0) {
-        ok = parseXff(xff, cfg.trustedHops);
+      let xff = readHeader(REQUEST_HEADERS, XFF);
+      if (xff > 0) {
+        ok = parseXff(valuePtr, xff, cfg.trustedHops);
         if (!ok) status = FELL_BACK;
       } else if (src == Source.Xff) {
         status = FELL_BACK;

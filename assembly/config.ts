@@ -68,6 +68,8 @@ export class Config {
   uaPatterns: ArrayBuffer[] = [];
   /** statusMatch[code] is true when a response with that status counts for the errors rule. */
   statusMatch: StaticArray<bool> = new StaticArray<bool>(600);
+  /** Bit n is set when gRPC status n ("grpc:n" in rules.errors.statuses) counts for the errors rule; 0 = none. */
+  grpcMatch: u32 = 0;
   escalation: f64 = 2;
   banMaxMs: u64 = 86_400_000;
   forgetAfterMs: u64 = 86_400_000;
@@ -254,17 +256,25 @@ function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, extra: stri
   if (b !== null) rule.banMs = ck.duration(b, path + ".ban", true, rule.banMs);
 }
 
-// Statuses: exact codes (404 or "404") or classes ("4xx").
+// Statuses: exact codes (404 or "404"), classes ("4xx"), or gRPC status codes ("grpc:14", 0 to 16).
 function parseStatuses(ck: Checker, v: JValue, path: string, cfg: Config): void {
-  const expected = "an HTTP status from 100 to 599 (404 or \"404\") or a class like \"4xx\"";
+  const expected = "an HTTP status from 100 to 599 (404 or \"404\"), a class like \"4xx\", or a gRPC status from \"grpc:0\" to \"grpc:16\"";
   if (v.kind != JKind.Array || v.items.length == 0) {
     ck.bad(path, "a non-empty array of statuses such as [\"4xx\", 429]", v);
     return;
   }
   let match = new StaticArray<bool>(600);
+  let grpc: u32 = 0;
   for (let i = 0; i < v.items.length; i++) {
     let item = v.items[i];
     let p = path + "[" + i.toString() + "]";
+    if (item.kind == JKind.String && item.str.startsWith("grpc:")) {
+      let code = grpcCode(item.str.substring(5));
+      if (code >= 0) {
+        grpc |= (<u32>1) << <u32>code;
+        continue;
+      }
+    }
     if (item.isInteger() && item.num >= 100 && item.num <= 599) {
       match[<i32>item.num] = true;
       continue;
@@ -285,6 +295,20 @@ function parseStatuses(ck: Checker, v: JValue, path: string, cfg: Config): void 
     ck.bad(p, expected, item);
   }
   cfg.statusMatch = match;
+  cfg.grpcMatch = grpc;
+}
+
+// A gRPC status code written in decimal without sign or leading zero, 0 to 16; -1 otherwise.
+function grpcCode(d: string): i32 {
+  let n = d.length;
+  if (n == 0 || n > 2 || (n == 2 && d.charCodeAt(0) == 0x30)) return -1;
+  let v = 0;
+  for (let i = 0; i < n; i++) {
+    let c = d.charCodeAt(i) - 0x30;
+    if (c < 0 || c > 9) return -1;
+    v = v * 10 + c;
+  }
+  return v <= 16 ? v : -1;
 }
 
 function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {

@@ -64,8 +64,13 @@ export function globMatch(p: usize, pn: usize, s: usize, sn: usize): bool {
 
 /** Whether the subject buffer matches any pattern in the list. */
 export function matchesAny(patterns: ArrayBuffer[], subject: ArrayBuffer): bool {
-  let s = changetype<usize>(subject);
-  let sn = <usize>subject.byteLength;
+  return matchesAnyAt(patterns, changetype<usize>(subject), subject.byteLength);
+}
+
+/** Whether the n subject bytes at s0 match any pattern in the list. */
+export function matchesAnyAt(patterns: ArrayBuffer[], s0: usize, n: i32): bool {
+  let s = s0;
+  let sn = <usize>n;
   for (let i = 0, n = patterns.length; i < n; i++) {
     let pat = unchecked(patterns[i]);
     if (globMatch(changetype<usize>(pat), <usize>pat.byteLength, s, sn)) return true;

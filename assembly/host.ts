@@ -1,6 +1,15 @@
-// Thin, allocation-light host calls for the request path. Values the host returns are copied by the host
-// into a buffer it obtains from our exported malloc (which pins it); takeBuffer hands that buffer to the
-// GC. Nothing here throws: a missing header or property is an empty buffer.
+// Thin, allocation-free host calls for the request path, and the allocator the host copies values into.
+//
+// Every value the host returns costs a call into the module's exported malloc, then a copy. Header and
+// property values are client-controlled (a header value can be as large as Envoy's header limit, 60 KiB
+// by default), so they never reach the garbage-collected heap: readHeader/readProperty arm a scratch
+// region that the next malloc returns instead of a new object. The scratch is one unmanaged block that
+// grows to the largest value ever read (bounded by Envoy's max_request_headers_kb, not by the number of
+// requests) and is reused by every read, so a value is valid only until the next read. Nothing here
+// throws: a missing header or property has length 0.
+//
+// Every other value the host copies in (shared data, the plugin configuration) is a managed, pinned
+// ArrayBuffer as the SDK expects; its bytes are counted in hostBytes, which drives collection (index.ts).
 
 import * as imports from "@solo-io/proxy-runtime/assembly/imports";
 import { WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
@@ -8,34 +17,77 @@ import { WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 // Out-parameters written by the host: a pointer and a size (u32 each on wasm32).
 const OUT = memory.data(8);
 const TIME = memory.data(8);
-const EMPTY = new ArrayBuffer(0);
+
+let scratchArmed: bool = false;
+let scratch: usize = 0;
+let scratchCap: usize = 0;
+
+/** Bytes the host has copied into managed buffers since the counter was last reset. */
+export let hostBytes: usize = 0;
+
+/** Resets hostBytes (after a collection). */
+export function resetHostBytes(): void {
+  hostBytes = 0;
+}
+
+/** Capacity of the scratch region in bytes (the largest header or property value read so far). */
+export function scratchCapacity(): usize {
+  return scratchCap;
+}
+
+/**
+ * Allocator the host calls to copy a value into the module. During readHeader/readProperty it returns
+ * the reused scratch region; otherwise a pinned managed ArrayBuffer that the SDK unpins once it holds it.
+ */
+export function malloc(size: i32): usize {
+  let n = <usize>(size < 0 ? 0 : size);
+  if (scratchArmed) {
+    scratchArmed = false;
+    if (n > scratchCap) {
+      // heap.* is the runtime's raw allocator: the collector never sees or frees this block.
+      let cap: usize = n < 1024 ? <usize>1024 : (n + <usize>4095) & ~(<usize>4095);
+      scratch = scratch == 0 ? heap.alloc(cap) : heap.realloc(scratch, cap);
+      scratchCap = cap;
+    }
+    return scratch;
+  }
+  hostBytes += n;
+  return __pin(__new(n, idof<ArrayBuffer>()));
+}
+
+/** Pointer to the bytes of the value read last by readHeader/readProperty (valid until the next read). */
+export let valuePtr: usize = 0;
+
+function finishRead(r: WasmResultValues): i32 {
+  scratchArmed = false; // the host allocates nothing for an absent or empty value
+  let size = load<u32>(OUT, 4);
+  if (r != WasmResultValues.Ok || size == 0) {
+    valuePtr = 0;
+    return 0;
+  }
+  valuePtr = <usize>load<u32>(OUT);
+  return <i32>size;
+}
 
 /** HeaderMapType values of the ABI. */
 export const REQUEST_HEADERS: i32 = 0;
 /** The response header map. */
 export const RESPONSE_HEADERS: i32 = 2;
+/** The response trailer map. */
+export const RESPONSE_TRAILERS: i32 = 3;
 
-function takeBuffer(): ArrayBuffer {
-  let size = load<u32>(OUT, 4);
-  if (size == 0) return EMPTY;
-  let ptr = <usize>load<u32>(OUT);
-  // The host allocated exactly `size` bytes through malloc, which pinned the object.
-  __unpin(ptr);
-  return changetype<ArrayBuffer>(ptr);
+/** Reads a header's value into the scratch region; returns its length (0 when absent) and sets valuePtr. */
+export function readHeader(map: i32, name: ArrayBuffer): i32 {
+  store<u64>(OUT, 0);
+  scratchArmed = true;
+  return finishRead(imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4));
 }
 
-/** Returns a header's value bytes, or an empty buffer when the header is absent. */
-export function header(map: i32, name: ArrayBuffer): ArrayBuffer {
+/** Reads a property (path segments separated by NUL) into the scratch region; returns its length and sets valuePtr. */
+export function readProperty(path: ArrayBuffer): i32 {
   store<u64>(OUT, 0);
-  let r = imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4);
-  return r == WasmResultValues.Ok ? takeBuffer() : EMPTY;
-}
-
-/** Returns a property's value bytes (path segments separated by NUL), or an empty buffer. */
-export function property(path: ArrayBuffer): ArrayBuffer {
-  store<u64>(OUT, 0);
-  let r = imports.proxy_get_property(changetype<usize>(path), path.byteLength, OUT, OUT + 4);
-  return r == WasmResultValues.Ok ? takeBuffer() : EMPTY;
+  scratchArmed = true;
+  return finishRead(imports.proxy_get_property(changetype<usize>(path), path.byteLength, OUT, OUT + 4));
 }
 
 /** Wall-clock time in milliseconds, as the host reports it (shared by all workers). */
@@ -48,11 +100,4 @@ export function nowMs(): u64 {
 /** Encodes a string once, for use as a header name or property path. */
 export function bytes(s: string): ArrayBuffer {
   return String.UTF8.encode(s);
-}
-
-/** Whether `buf` starts with the bytes of `prefix`. */
-export function startsWith(buf: ArrayBuffer, prefix: ArrayBuffer): bool {
-  let n = prefix.byteLength;
-  if (buf.byteLength < n) return false;
-  return memory.compare(changetype<usize>(buf), changetype<usize>(prefix), n) == 0;
 }

@@ -2,16 +2,21 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-export * from "@solo-io/proxy-runtime/assembly/proxy";
+// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
+export * from "@solo-io/proxy-runtime/assembly/exports";
+export { free } from "@solo-io/proxy-runtime/assembly/malloc";
+export { malloc } from "./host";
 import {
-  RootContext, Context, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
+  RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { Config, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK } from "./client";
-import { header, property, bytes, nowMs, startsWith, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
-import { matchesAny } from "./glob";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
+import { clockMs } from "./clock";
+import { pathUnder } from "./paths";
+import { matchesAnyAt } from "./glob";
 import { Table, FAILED } from "./table";
 import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
@@ -19,24 +24,41 @@ import * as rules from "./rules";
 import * as m from "./metrics";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
-// path, and garbage is collected explicitly. A finished stream is the one point where everything alive is
-// reachable from globals (the SDK's context map still holds the stream being deleted), so a full
-// collection runs every COLLECT_EVERY deletions. Live data is small (config, table view, open streams).
-const COLLECT_EVERY: i32 = 1024;
-let deletions: i32 = 0;
+// path, and garbage is collected explicitly. When a stream callback returns, everything alive is
+// reachable from globals (the SDK's context map holds the stream), so a full collection may run as the
+// last step of any stream callback. It runs once the garbage made since the last one may exceed
+// COLLECT_BYTES: the bytes the host copied into managed buffers (shared data reads; host.ts counts them
+// exactly) plus CALLBACK_CHARGE per callback for the module's own small objects (a stream context, its
+// context-map entry). Header and property values never reach the collected heap (host.ts), so what a
+// client sends cannot grow it, and open streams do not postpone collection. Live data is small
+// (config, table view, open streams).
+const COLLECT_BYTES: usize = 2 << 20;
+const CALLBACK_CHARGE: usize = 256;
+let charged: usize = 0;
+
+// Runs a collection when enough garbage may have accumulated; call only as a stream callback's last step.
+function settle(): void {
+  charged += CALLBACK_CHARGE;
+  if (charged + hostBytes >= COLLECT_BYTES) {
+    charged = 0;
+    resetHostBytes();
+    __collect();
+  }
+}
 
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
+const GRPC_STATUS = bytes("grpc-status");
 
 // The plugin's identity for its shared-data keys: Envoy's plugin name (Istio: <namespace>.<name> of the
 // WasmPlugin, unique per proxy), else the root id, else "" (see table.ts).
 function pluginIdentity(): string {
-  let name = property(PLUGIN_NAME);
-  if (name.byteLength == 0) name = property(PLUGIN_ROOT_ID);
-  return String.UTF8.decode(name);
+  let n = readProperty(PLUGIN_NAME);
+  if (n == 0) n = readProperty(PLUGIN_ROOT_ID);
+  return String.UTF8.decodeUnsafe(valuePtr, <usize>n);
 }
 
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
@@ -73,7 +95,7 @@ class GuardRoot extends RootContext {
     this.table = table;
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
-    if (table.migrate(cfg, nowMs())) {
+    if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
     }
@@ -81,6 +103,18 @@ class GuardRoot extends RootContext {
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
     return true;
   }
+}
+
+// Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
+function grpcMatches(mask: u32, p: usize, n: i32): bool {
+  if (n < 1 || n > 2) return false;
+  let v: u32 = 0;
+  for (let i = 0; i < n; i++) {
+    let d = <u32>load<u8>(p + <usize>i) - 0x30;
+    if (d > 9) return false;
+    v = v * 10 + d;
+  }
+  return v <= 16 && (mask & ((<u32>1) << v)) != 0;
 }
 
 /** One HTTP stream. */
@@ -92,6 +126,7 @@ class GuardHttp extends Context {
   private tracked: bool = false;
   private replied: bool = false;
   private wouldDeny: bool = false;
+  private awaitTrailers: bool = false;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -100,15 +135,21 @@ class GuardHttp extends Context {
   }
 
   onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    let action = this.decide();
+    settle();
+    return action;
+  }
+
+  private decide(): FilterHeadersStatusValues {
     let cfg = this.cfg;
     if (cfg === null) return FilterHeadersStatusValues.Continue;
     let metrics = this.guard.metrics;
     metrics.inc(m.REQUESTS);
 
     if (cfg.skipPaths.length > 0) {
-      let path = header(REQUEST_HEADERS, PATH);
-      for (let i = 0, n = cfg.skipPaths.length; i < n; i++) {
-        if (startsWith(path, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
+      let n = readHeader(REQUEST_HEADERS, PATH);
+      for (let i = 0, k = cfg.skipPaths.length; i < k; i++) {
+        if (pathUnder(valuePtr, n, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
       }
     }
 
@@ -125,12 +166,16 @@ class GuardHttp extends Context {
     this.hi = hi;
     this.lo = lo;
     this.tracked = true;
-    let now = nowMs();
+    let now = clockMs();
     if (cfg.rangeThreshold > 0) {
       let ranges = changetype<Ranges>(this.guard.ranges);
       if (ranges.check(cfg, hi, lo, now)) return this.deny(rules.DENY_BANNED, (ranges.banUntil - now + 999) / 1000);
     }
-    let ua = cfg.rules[RULE_UA].enabled && matchesAny(cfg.uaPatterns, header(REQUEST_HEADERS, USER_AGENT));
+    let ua = false;
+    if (cfg.rules[RULE_UA].enabled) {
+      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
+    }
     let table = changetype<Table>(this.guard.table);
     let decision = table.request(cfg, hi, lo, ua, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
@@ -145,35 +190,63 @@ class GuardHttp extends Context {
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    this.countResponse();
+    settle();
+    return FilterHeadersStatusValues.Continue;
+  }
+
+  // Counts an error response against the client's errors bucket when its status matches.
+  private countResponse(): void {
     let cfg = this.cfg;
     // Our own local replies, and responses to requests dry-run would have denied, never count.
-    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) {
-      return FilterHeadersStatusValues.Continue;
-    }
-    let status = header(RESPONSE_HEADERS, STATUS);
-    if (status.byteLength != 3) return FilterHeadersStatusValues.Continue;
-    let p = changetype<usize>(status);
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) return;
+    let n = readHeader(RESPONSE_HEADERS, STATUS);
+    if (n != 3) return;
+    let p = valuePtr;
     let code: i32 = 0;
     for (let i = 0; i < 3; i++) {
       let d = <i32>load<u8>(p + <usize>i) - 0x30;
-      if (d < 0 || d > 9) return FilterHeadersStatusValues.Continue;
+      if (d < 0 || d > 9) return;
       code = code * 10 + d;
     }
-    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return FilterHeadersStatusValues.Continue;
-    let now = nowMs();
+    // gRPC: an error travels with HTTP 200, in grpc-status, either in these headers (a trailers-only
+    // response) or in the trailers. Read only when gRPC statuses are configured.
+    if (code == 200 && cfg.grpcMatch != 0) {
+      let g = readHeader(RESPONSE_HEADERS, GRPC_STATUS);
+      if (g > 0) {
+        if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      } else {
+        this.awaitTrailers = true;
+      }
+      return;
+    }
+    if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
+    this.countError(cfg);
+  }
+
+  onResponseTrailers(trailers: u32): FilterTrailersStatusValues {
+    if (this.awaitTrailers) {
+      this.awaitTrailers = false;
+      let cfg = changetype<Config>(this.cfg);
+      let g = readHeader(RESPONSE_TRAILERS, GRPC_STATUS);
+      if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
+      settle();
+    }
+    return FilterTrailersStatusValues.Continue;
+  }
+
+  // One error response of the tracked client.
+  private countError(cfg: Config): void {
+    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let res = table.errorResponse(cfg, this.hi, this.lo, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (res == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
-    return FilterHeadersStatusValues.Continue;
   }
 
   onDelete(): void {
-    if (++deletions >= COLLECT_EVERY) {
-      deletions = 0;
-      __collect();
-    }
+    settle();
   }
 
   // Side effects of draining old sets during a capacity change: the gauge, and one line at the end.

@@ -158,7 +158,7 @@ export function table(rows: Row[]): string {
 }
 
 /**
- * The issue's targets, checked against one table. Throughput ratios are wrk's; costs per request
+ * The targets docs/benchmark.md states, checked against one table. Throughput ratios are wrk's; costs per request
  * are compared on Envoy's CPU time, which other load on the machine disturbs far less.
  */
 function verdicts(rows: Row[]): string[] {

@@ -55,7 +55,7 @@ export type HttpFilterSpec = WasmFilterSpec | LocalRateLimitSpec;
 
 /** Where the listener sends requests. */
 export type RouteSpec =
-  | { kind: "cluster"; host: string; port: number; timeoutSeconds?: number }
+  | { kind: "cluster"; host: string; port: number; timeoutSeconds?: number; /** Speak HTTP/2 (h2c) to the upstream, as to a gRPC server. */ http2?: boolean }
   | { kind: "direct_response"; status: number; body: string };
 
 /** One HTTP listener with its connection manager. */
@@ -233,6 +233,16 @@ function cluster(spec: ListenerSpec): object | undefined {
       cluster_name: `${spec.name}_upstream`,
       endpoints: [{ lb_endpoints: [{ endpoint: { address: socket(spec.route.host, spec.route.port) } }] }],
     },
+    ...(spec.route.http2
+      ? {
+          typed_extension_protocol_options: {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+              "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+              explicit_http_config: { http2_protocol_options: {} },
+            },
+          },
+        }
+      : {}),
   };
 }
 

@@ -67,7 +67,7 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
   };
 }
 
-/** The benchmark configurations, in the order the issue lists them. */
+/** The benchmark configurations, in the order docs/benchmark.md lists them. */
 export const BENCH_CONFIGS = ["no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm"] as const;
 
 /** One of {@link BENCH_CONFIGS}. */

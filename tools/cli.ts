@@ -12,6 +12,7 @@ import { processIO, type CliIO, type CommandContext } from "./lib/command.ts";
 import { describeError, UserError } from "./lib/errors.ts";
 import { VERSION } from "./lib/manifests.ts";
 import { registerManifests } from "./manifests.ts";
+import { registerMonitoring } from "./monitoring.ts";
 import { registerPackage } from "./package.ts";
 import { registerPush } from "./push.ts";
 import { registerSync } from "./sync.ts";
@@ -40,6 +41,7 @@ export function createProgram(io: CliIO = processIO, argv: string[] = []): Comma
   registerPackage(program, context);
   registerPush(program, context);
   registerManifests(program, context);
+  registerMonitoring(program, context);
   registerSync(program, context);
   return program;
 }
@@ -65,9 +67,15 @@ export async function run(argv: string[], io: CliIO = processIO): Promise<number
   }
 }
 
-const invokedDirectly = process.argv[1] !== undefined && fileURLToPath(import.meta.url) === realpathSync(process.argv[1]);
+/** Defined (true) only in the single-executable bundle (scripts/sea.ts), which is always the program being run. */
+declare const __TRAFFIC_GUARD_SEA__: boolean | undefined;
+const invokedDirectly =
+  typeof __TRAFFIC_GUARD_SEA__ !== "undefined" ||
+  (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === realpathSync(process.argv[1]));
 if (invokedDirectly) {
-  const code = await run(process.argv.slice(2));
-  // Exit once output is flushed, without waiting for idle keep-alive sockets of the registry client.
-  process.stdout.write("", () => process.exit(code));
+  // No top-level await: the same file is also bundled as CommonJS for the single executable (scripts/sea.ts).
+  void run(process.argv.slice(2)).then((code) => {
+    // Exit once output is flushed, without waiting for idle keep-alive sockets of the registry client.
+    process.stdout.write("", () => process.exit(code));
+  });
 }

@@ -5,15 +5,16 @@
 // `manifests` prints.
 import { InvalidArgumentError, type Command } from "commander";
 import { resolveModuleSource, type CommandContext } from "./lib/command.ts";
+import { ControllerMetrics, parseListen, serveControllerHttp } from "./lib/controller-http.ts";
 import { describeError, UserError } from "./lib/errors.ts";
-import { loadKubeConfig } from "./lib/kube.ts";
+import { connectionError, loadKubeConfig, statusCode } from "./lib/kube.ts";
 import {
   DEFAULT_LABEL, exitCodeFor, formatOutcome, formatSummary, LABEL_VALUES, SyncClient, syncOnce, syncWatch,
-  type SyncSettings,
+  type PolicySource, type SyncSettings,
 } from "./lib/kube-sync.ts";
 import { syncRbacObjects, RBAC_DEFAULTS } from "./lib/kube-rbac.ts";
 import { renderYaml, type PluginSpecInput } from "./lib/manifests.ts";
-import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.ts";
+import { checkPolicy, policyAsPluginConfig, readPolicyFile, yamlToJson } from "./lib/policy.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
 
 interface SyncOptions {
@@ -27,6 +28,26 @@ interface SyncOptions {
   dryRun?: boolean;
   watch?: boolean;
   wasm: string;
+  policyConfigmap?: { namespace: string; name: string };
+  policyKey: string;
+  listen?: { host: string; port: number };
+}
+
+/** The ConfigMap data key the policy is read from unless --policy-key says otherwise. */
+export const DEFAULT_POLICY_KEY = "policy.yaml";
+
+function configMapRef(value: string): { namespace: string; name: string } {
+  const m = /^([a-z0-9](?:[-a-z0-9]*[a-z0-9])?)\/([a-z0-9](?:[-a-z0-9.]*[a-z0-9])?)$/.exec(value);
+  if (!m || m[1].length > 63 || m[2].length > 253) throw new InvalidArgumentError(`"${value}" is not <namespace>/<name> of a ConfigMap`);
+  return { namespace: m[1], name: m[2] };
+}
+
+function listenAddress(value: string): { host: string; port: number } {
+  try {
+    return parseListen(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
 }
 
 // A label key: optional DNS-subdomain prefix and "/", then a name of at most 63 characters.
@@ -39,16 +60,26 @@ function labelKey(value: string): string {
   return value;
 }
 
-/** Reads and checks the policy like `manifests` does; also checks it with mode dry-run, which `dry-run` namespaces get. */
-async function pluginInput(opts: SyncOptions): Promise<PluginSpecInput> {
+/** Checks a pluginConfig with the filter as is and with mode dry-run (which `dry-run` namespaces get). */
+async function checkedPluginConfig(module: WebAssembly.Module, pluginConfig: Record<string, unknown>, what: string): Promise<Record<string, unknown>> {
+  for (const config of [pluginConfig, { ...pluginConfig, mode: "dry-run" }]) {
+    const verdict = await checkPolicy(module, Object.keys(config).length === 0 ? "" : JSON.stringify(config));
+    if (!verdict.ok) throw new UserError(`policy ${what} is rejected by the filter`, verdict.problems);
+  }
+  return pluginConfig;
+}
+
+/** A policy ConfigMap's text (YAML or JSON) as a pluginConfig the filter accepts. */
+async function configMapPolicy(module: WebAssembly.Module, text: string, what: string): Promise<Record<string, unknown>> {
+  const { json, value } = yamlToJson(text, what);
+  return checkedPluginConfig(module, policyAsPluginConfig({ path: what, json, value }), what);
+}
+
+/** Reads and checks the policy like `manifests` does. */
+async function pluginInput(opts: SyncOptions, module: WebAssembly.Module): Promise<PluginSpecInput> {
   const source = resolveModuleSource(opts);
   const pluginConfig = opts.policy !== undefined ? policyAsPluginConfig(await readPolicyFile(opts.policy)) : {};
-  const wasm = await loadProxyWasm(opts.wasm);
-  for (const config of [pluginConfig, { ...pluginConfig, mode: "dry-run" }]) {
-    const verdict = await checkPolicy(wasm.module, Object.keys(config).length === 0 ? "" : JSON.stringify(config));
-    if (!verdict.ok) throw new UserError(`policy ${opts.policy ?? "(defaults)"} is rejected by the filter`, verdict.problems);
-  }
-  return { ...source, pluginConfig };
+  return { ...source, pluginConfig: await checkedPluginConfig(module, pluginConfig, opts.policy ?? "(defaults)") };
 }
 
 /** Adds `traffic-guard sync` to the program. */
@@ -66,21 +97,49 @@ export function registerSync(program: Command, { io, defaultWasm }: CommandConte
     .option("--dry-run", "print what would change (server-side dry run) and change nothing")
     .option("--watch", "keep reconciling as namespaces and WasmPlugins change, until SIGTERM or SIGINT")
     .option("--wasm <file>", "the compiled filter used to validate the policy", defaultWasm)
+    .option("--policy-configmap <namespace/name>", "read the policy from this ConfigMap instead of --policy; with --watch, every change to it is validated and reconciles every opted-in namespace", configMapRef)
+    .option("--policy-key <key>", "data key of the policy in --policy-configmap (YAML or JSON)", DEFAULT_POLICY_KEY)
+    .option("--listen <[host:]port>", "with --watch, serve /healthz, /readyz and Prometheus /metrics on this address (the controller uses :9090)", listenAddress)
     .addHelpText(
       "after",
       `\nOpt a namespace in:  kubectl label namespace shop traffic-guard=enabled   (or =dry-run: mode dry-run)\n` +
         `Exit codes: 0 everything reconciled, 1 a namespace failed or bad input (kubeconfig, unreachable server, no WasmPlugin CRD).\n` +
-        `RBAC for running it in a cluster: traffic-guard manifests --rbac`,
+        `RBAC for running it in a cluster: traffic-guard manifests --rbac; the whole in-cluster controller: traffic-guard manifests --controller`,
     )
     .action(async (opts: SyncOptions, command: Command) => {
       if ((opts.image === undefined) === (opts.url === undefined)) {
         command.error("error: give exactly one of --image or --url", { exitCode: 2, code: "traffic-guard.usage" });
       }
+      if (opts.policy !== undefined && opts.policyConfigmap !== undefined) {
+        command.error("error: give at most one of --policy or --policy-configmap", { exitCode: 2, code: "traffic-guard.usage" });
+      }
+      if (opts.listen !== undefined && !opts.watch) {
+        command.error("error: --listen needs --watch", { exitCode: 2, code: "traffic-guard.usage" });
+      }
       if (!opts.wasm) throw new UserError("--wasm: no compiled filter to validate the policy with");
-      const settings: SyncSettings = { label: opts.label, dryRun: opts.dryRun === true, plugin: await pluginInput(opts) };
+      const wasm = await loadProxyWasm(opts.wasm);
+      const settings: SyncSettings = { label: opts.label, dryRun: opts.dryRun === true, plugin: await pluginInput(opts, wasm.module) };
       const loaded = loadKubeConfig({ kubeconfig: opts.kubeconfig, context: opts.context });
       const client = new SyncClient(loaded);
       io.stderr(`sync: ${loaded.server} (${loaded.source})${settings.dryRun ? ", dry run" : ""}\n`);
+      const cm = opts.policyConfigmap;
+      const policySource: PolicySource | undefined = cm && {
+        ...cm,
+        key: opts.policyKey,
+        load: (text) => configMapPolicy(wasm.module, text, `ConfigMap ${cm.namespace}/${cm.name} key ${opts.policyKey}`),
+      };
+      if (policySource && !opts.watch) {
+        // One pass: read the ConfigMap once.
+        let text: string | undefined;
+        try {
+          text = (await client.core.readNamespacedConfigMap({ namespace: policySource.namespace, name: policySource.name })).data?.[policySource.key];
+        } catch (err) {
+          if (statusCode(err) === 404) throw new UserError(`policy ConfigMap ${policySource.namespace}/${policySource.name} does not exist`);
+          throw connectionError(err, `read ConfigMap ${policySource.namespace}/${policySource.name}`, loaded);
+        }
+        if (text === undefined) throw new UserError(`policy ConfigMap ${policySource.namespace}/${policySource.name} has no key ${policySource.key}`);
+        settings.plugin = { ...settings.plugin, pluginConfig: await policySource.load(text) };
+      }
 
       if (!opts.watch) {
         const report = await syncOnce(client, settings);
@@ -91,6 +150,9 @@ export function registerSync(program: Command, { io, defaultWasm }: CommandConte
         return;
       }
 
+      const metrics = opts.listen ? new ControllerMetrics() : undefined;
+      const server = metrics && opts.listen ? await serveControllerHttp(metrics, opts.listen) : undefined;
+      if (opts.listen) io.stderr(`sync: serving /healthz, /readyz and /metrics on ${opts.listen.host}:${opts.listen.port}\n`);
       const stop = new AbortController();
       const onSignal = (sig: NodeJS.Signals) => {
         io.stderr(`sync: ${sig} received, stopping\n`);
@@ -102,10 +164,20 @@ export function registerSync(program: Command, { io, defaultWasm }: CommandConte
         await syncWatch(client, settings, {
           out: (line) => io.stdout(`${line}\n`),
           err: (line) => io.stderr(`sync: ${line}\n`),
-        }, stop.signal);
+        }, stop.signal, undefined, {
+          policy: policySource,
+          observer: metrics,
+          counts: (counts) => {
+            if (metrics) metrics.counts = counts;
+          },
+        });
       } finally {
         process.off("SIGTERM", onSignal);
         process.off("SIGINT", onSignal);
+        if (server) {
+          server.closeAllConnections();
+          await new Promise<void>((resolve) => server.close(() => resolve()));
+        }
       }
       io.stderr("sync: stopped\n");
     });

@@ -14,7 +14,7 @@ export const ROOT = resolve(fileURLToPath(new URL("../..", import.meta.url)));
 export const CLI = join(ROOT, "dist", "traffic-guard.mjs");
 /** The release build of the filter. */
 export const WASM = join(ROOT, "build", "traffic-guard.wasm");
-/** Shared policy fixtures (see docs/design.md). */
+/** Shared policy fixtures (see docs/testing.md). */
 export const FIXTURES = join(ROOT, "tests", "fixtures", "config");
 
 let bundled = false;

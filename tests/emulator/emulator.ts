@@ -11,16 +11,12 @@
  *   const r = h.vm(0).request({ path: '/db', peer: '203.0.113.7:4000', headers: { 'user-agent': 'curl/8.5.0' } }).respond(404);
  *   assert.equal(r.localReply?.status, 403);
  *
- * Host behaviour reproduced on purpose (each is something a filter can get wrong):
- * - values returned to the module are copied into memory obtained from the module's exported
- *   `malloc`, pointer and size written as u32 LE into the out-params; a zero-length value is NOT
- *   allocated (pointer 0, size 0), exactly like cpp-host's copyToPointerSize;
+ * The ABI semantics every host in this repository shares (result codes, the malloc copy-out of
+ * values with no allocation for an empty one, shared-data CAS rules, stats keyed by name with
+ * counters that only increase, metric ids) live in tools/lib/proxy-wasm-abi.ts. On top of them,
+ * host behaviour reproduced on purpose (each is something a filter can get wrong):
  * - a missing header or property is NotFound (1); property paths are NUL-separated segments;
- * - shared data: NotFound for an absent key, CAS checked only when non-zero and only for an
- *   existing key (a set on an absent key always succeeds), a fresh non-zero CAS per successful set,
- *   no deletion;
- * - stats are keyed by name across VMs; counters only accept increments > 0 (Envoy returns
- *   BadArgument otherwise), which is recorded as a violation;
+ * - a counter increment <= 0 and a gauge below zero are recorded as metric violations;
  * - a local reply is encoded through the same filter: the stream's proxy_on_response_headers runs
  *   with the local `:status`, and the upstream is never reached;
  * - plugin configuration is readable (buffer type 7) only during proxy_on_configure, VM
@@ -33,51 +29,45 @@
 import { readFileSync, existsSync, statSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import path from "node:path";
+import {
+  BufferType,
+  FilterHeadersStatus,
+  HTTP_FILTER_EXPORTS,
+  HeaderMapType,
+  LOG_LEVEL_NAMES,
+  MetricIds,
+  REQUIRED_PROXY_WASM_EXPORTS,
+  SharedData,
+  StatsScope,
+  WasmResult,
+  copyOut,
+  copyOutRange,
+  copyOutSharedEntry,
+  defineMetric,
+  getMetric,
+  guarded,
+  incrementMetric,
+  propertyPath,
+  recordMetric,
+  writeU32,
+  writeU64,
+  wasiClockTimeGet,
+  type SharedEntry,
+  type Stat,
+} from "../../tools/lib/proxy-wasm-abi.ts";
 
-/** proxy-wasm WasmResult codes (ABI 0.2.x). */
-export const WasmResult = {
-  Ok: 0,
-  NotFound: 1,
-  BadArgument: 2,
-  SerializationFailure: 3,
-  ParseFailure: 4,
-  BadExpression: 5,
-  InvalidMemoryAccess: 6,
-  Empty: 7,
-  CasMismatch: 8,
-  ResultMismatch: 9,
-  InternalFailure: 10,
-  BrokenConnection: 11,
-  Unimplemented: 12,
-} as const;
+export { FilterHeadersStatus, WasmResult, type SharedEntry, type Stat } from "../../tools/lib/proxy-wasm-abi.ts";
 
 /** proxy-wasm log levels, index = level number. */
-export const LogLevelNames = ["trace", "debug", "info", "warn", "error", "critical"] as const;
-
-/** FilterHeadersStatus values a filter may return from proxy_on_{request,response}_headers. */
-export const FilterHeadersStatus = {
-  Continue: 0,
-  StopIteration: 1,
-  ContinueAndEndStream: 2,
-  StopAllIterationAndBuffer: 3,
-  StopAllIterationAndWatermark: 4,
-} as const;
+export const LogLevelNames = LOG_LEVEL_NAMES;
 
 /**
- * The module the tests run: build/traffic-guard.wasm, or the file named by TG_WASM (for example
- * TG_WASM=build/traffic-guard.debug.wasm, whose traps carry function names).
+ * The module the tests run: build/traffic-guard.wasm, or the file named by TRAFFIC_GUARD_WASM (for
+ * example TRAFFIC_GUARD_WASM=build/traffic-guard.debug.wasm, whose traps carry function names).
  */
-export const DEFAULT_WASM = process.env.TG_WASM
-  ? path.resolve(process.env.TG_WASM)
+export const DEFAULT_WASM = process.env.TRAFFIC_GUARD_WASM
+  ? path.resolve(process.env.TRAFFIC_GUARD_WASM)
   : path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../build/traffic-guard.wasm");
-
-const HEADER_REQUEST = 0;
-const HEADER_RESPONSE = 2;
-const BUFFER_VM_CONFIGURATION = 6;
-const BUFFER_PLUGIN_CONFIGURATION = 7;
-const METRIC_COUNTER = 0;
-const METRIC_GAUGE = 1;
-const METRIC_HISTOGRAM = 2;
 
 const utf8 = new TextEncoder();
 const utf8dec = new TextDecoder("utf-8", { fatal: false });
@@ -108,37 +98,44 @@ export function durationMs(d: string | number): number {
 // ---------------------------------------------------------------------------------------------
 // Clock
 
-/** The wall clock every VM reads through proxy_get_current_time_nanoseconds; only tests move it. */
+/**
+ * The clocks every VM reads; only tests move them. The wall clock is what
+ * proxy_get_current_time_nanoseconds and WASI clock_time_get(0) return; the monotonic clock is WASI
+ * clock_time_get(1), which proxy-wasm-cpp-host serves from Envoy's per-process steady clock.
+ */
 export class Clock {
-  /** Current time in milliseconds since the Unix epoch. */
+  /** Current wall-clock time in milliseconds since the Unix epoch. */
   nowMs: number;
+  /** Current monotonic time in milliseconds (an arbitrary origin: like Envoy's steady clock, time since boot). */
+  monoMs = 7_200_000;
+  /** When false, clock_time_get returns ENOTSUP for the monotonic clock (a host without it). */
+  monotonic = true;
   constructor(startMs = Date.UTC(2024, 0, 15, 12, 0, 0)) {
     this.nowMs = startMs;
   }
-  /** Moves the clock forward by a duration ("61s", "1h30m") or a number of milliseconds. */
+  /** Moves both clocks forward by a duration ("61s", "1h30m") or a number of milliseconds. */
   advance(d: string | number): void {
     const ms = durationMs(d);
     if (ms < 0) throw new Error("Clock.advance: time cannot go backwards");
     this.nowMs += ms;
+    this.monoMs += ms;
   }
-  /** Sets the time, backwards too: Envoy hands out the system wall clock, which NTP may step back. */
+  /** Steps the wall clock only, backwards too (NTP, an operator); the monotonic clock does not move. */
   set(ms: number): void {
     this.nowMs = ms;
   }
-  /** Current time in nanoseconds, as the host hands it to the module. */
+  /** Current wall-clock time in nanoseconds, as the host hands it to the module. */
   nanos(): bigint {
     return BigInt(Math.round(this.nowMs)) * 1_000_000n;
+  }
+  /** Current monotonic time in nanoseconds. */
+  monoNanos(): bigint {
+    return BigInt(Math.round(this.monoMs)) * 1_000_000n;
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Shared data
-
-/** One stored shared-data entry. */
-export interface SharedEntry {
-  value: Uint8Array;
-  cas: number;
-}
 
 /** Hook run before a set is applied; it may itself make requests (e.g. on another VM). */
 export type BeforeSetHook = (key: string) => void;
@@ -148,8 +145,7 @@ export type BeforeSetHook = (key: string) => void;
  * same vm_id, guarded by a mutex in Envoy, so each get and each set is atomic.
  */
 export class SharedDataStore {
-  private readonly data = new Map<string, SharedEntry>();
-  private nextCas = 1;
+  private readonly data = new SharedData();
   private hooks: { match: (key: string) => boolean; fn: BeforeSetHook; once: boolean }[] = [];
   /** When set, every set returns this result instead of storing (to provoke fail-open paths). */
   forceSetResult: number | null = null;
@@ -161,13 +157,6 @@ export class SharedDataStore {
   sets = 0;
   /** Number of sets rejected with CasMismatch. */
   casMismatches = 0;
-
-  private allocCas(): number {
-    const c = this.nextCas;
-    this.nextCas = (this.nextCas + 1) >>> 0;
-    if (this.nextCas === 0) this.nextCas = 1;
-    return c;
-  }
 
   /** Returns a copy of the entry, or undefined when the key was never written. */
   get(key: string): SharedEntry | undefined {
@@ -188,13 +177,9 @@ export class SharedDataStore {
       if (this.forceSetResult === WasmResult.CasMismatch) this.casMismatches++;
       return this.forceSetResult;
     }
-    const cur = this.data.get(key);
-    if (cur !== undefined && cas !== 0 && cas !== cur.cas) {
-      this.casMismatches++;
-      return WasmResult.CasMismatch;
-    }
-    this.data.set(key, { value: value.slice(), cas: this.allocCas() });
-    return WasmResult.Ok;
+    const result = this.data.set(key, value, cas);
+    if (result === WasmResult.CasMismatch) this.casMismatches++;
+    return result;
   }
 
   /**
@@ -217,7 +202,7 @@ export class SharedDataStore {
   }
   /** All key names. */
   keys(): string[] {
-    return [...this.data.keys()];
+    return [...this.data.entries()].map(([k]) => k);
   }
   /** Stored value size of one key, or undefined. */
   valueSize(key: string): number | undefined {
@@ -229,73 +214,43 @@ export class SharedDataStore {
   }
   /** A copy of every entry, for diffing before/after a request. */
   snapshot(): Map<string, SharedEntry> {
-    return new Map([...this.data].map(([k, e]) => [k, { value: e.value.slice(), cas: e.cas }]));
+    return new Map([...this.data.entries()].map(([k, e]) => [k, { value: e.value.slice(), cas: e.cas }]));
   }
   /** Keys whose CAS differs from (or are absent in) an earlier snapshot. */
   changedSince(snap: Map<string, SharedEntry>): string[] {
-    return [...this.data].filter(([k, e]) => snap.get(k)?.cas !== e.cas).map(([k]) => k);
+    return [...this.data.entries()].filter(([k, e]) => snap.get(k)?.cas !== e.cas).map(([k]) => k);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
 
-/** One Envoy stat (shared by every VM that defines the same name). */
-export interface Stat {
-  name: string;
-  type: "counter" | "gauge" | "histogram";
-  value: number;
-  /** Values recorded into a histogram. */
-  samples: number[];
-}
-
 /** Envoy's stats scope for the plugin: stats are keyed by name, so all VMs share them. */
-export class Metrics {
-  private readonly stats = new Map<string, Stat>();
-  /** ABI misuse seen on metrics (counter increment <= 0, gauge below zero, type mismatch). */
-  readonly violations: string[] = [];
-
-  /** Returns the stat for `name`, creating it on first definition. */
-  define(type: number, name: string): Stat | undefined {
-    const t = type === METRIC_COUNTER ? "counter" : type === METRIC_GAUGE ? "gauge" : type === METRIC_HISTOGRAM ? "histogram" : undefined;
-    if (!t) return undefined;
-    let s = this.stats.get(name);
-    if (!s) {
-      s = { name, type: t, value: 0, samples: [] };
-      this.stats.set(name, s);
-    } else if (s.type !== t) {
-      this.violations.push(`metric ${name} defined as ${t} but already exists as ${s.type}`);
-    }
-    return s;
-  }
+export class Metrics extends StatsScope {
   /** Current value; throws a clear error when the filter never defined the metric. */
   get(name: string): number {
-    const s = this.stats.get(name);
-    if (!s) throw new Error(`metric ${name} was never defined by the filter (defined: ${[...this.stats.keys()].join(", ") || "none"})`);
+    const s = this.stat(name);
+    if (!s) throw new Error(`metric ${name} was never defined by the filter (defined: ${this.names().join(", ") || "none"})`);
     return s.value;
   }
   /** Whether some VM defined `name`. */
   has(name: string): boolean {
-    return this.stats.has(name);
-  }
-  /** The stat record (type, value), or undefined. */
-  stat(name: string): Stat | undefined {
-    return this.stats.get(name);
+    return this.stat(name) !== undefined;
   }
   /** All names defined so far. */
   names(): string[] {
-    return [...this.stats.keys()];
+    return [...this.all()].map((s) => s.name);
   }
   /** name → value for every defined stat. */
   snapshot(): Record<string, number> {
-    return Object.fromEntries([...this.stats].map(([k, s]) => [k, s.value]));
+    return Object.fromEntries([...this.all()].map((s) => [s.name, s.value]));
   }
   /** name → (current − earlier) for every stat that changed since `snap`. */
   diff(snap: Record<string, number>): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const [k, s] of this.stats) {
-      const d = s.value - (snap[k] ?? 0);
-      if (d !== 0) out[k] = d;
+    for (const s of this.all()) {
+      const d = s.value - (snap[s.name] ?? 0);
+      if (d !== 0) out[s.name] = d;
     }
     return out;
   }
@@ -575,6 +530,8 @@ export class HttpStream {
   readonly logs: LogEntry[] = [];
   /** Response headers seen by the filter in proxy_on_response_headers. */
   responseHeaders: HeaderPair[] = [];
+  /** Response trailers seen by the filter in proxy_on_response_trailers (undefined: none were sent). */
+  responseTrailers?: HeaderPair[];
   /** True once proxy_on_delete ran. */
   finished = false;
   requestHeaders: HeaderPair[];
@@ -603,7 +560,7 @@ export class HttpStream {
     if (peer !== null) this.properties.set("source\0address", toBytes(peer));
     this.properties.set("destination\0address", utf8.encode("10.0.0.5:8080"));
     for (const [k, v] of Object.entries(opts.properties ?? {})) {
-      const key = k.split(".").join("\0");
+      const key = propertyPath(k);
       if (v === null) this.properties.delete(key);
       else this.properties.set(key, toBytes(v));
     }
@@ -621,10 +578,10 @@ export class HttpStream {
 
   /**
    * Delivers the upstream response (when the request reached it) through proxy_on_response_headers,
-   * then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
+   * and `trailers`, when given, through proxy_on_response_trailers, then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
    * upstream was never reached: `status` is ignored and the stream just ends.
    */
-  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}): this {
+  respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}, trailers?: Record<string, Bytes>): this {
     if (this.finished) throw new Error("respond(): stream already finished");
     if (this.stalled) {
       throw new Error(
@@ -642,6 +599,12 @@ export class HttpStream {
       this.responseAction = this.vm.call("proxy_on_response_headers", this, this.contextId, this.responseHeaders.length, 0);
       if (this.responseAction !== FilterHeadersStatus.Continue && !this.localReply) {
         this.vm.host.violations.push(`proxy_on_response_headers returned ${this.responseAction} without a local reply: the response would hang`);
+      }
+      if (trailers) {
+        // Envoy calls proxy_on_response_trailers when the upstream response ends with trailers (gRPC).
+        this.responseTrailers = Object.entries(trailers).map(([k, v]) => [k.toLowerCase(), toBytes(v)] as HeaderPair);
+        const action = this.vm.call("proxy_on_response_trailers", this, this.contextId, this.responseTrailers.length);
+        if (action !== 0) this.vm.host.violations.push(`proxy_on_response_trailers returned ${action}: the response would hang`);
       }
     }
     this.finish();
@@ -662,8 +625,9 @@ export class HttpStream {
 
   /** Header map for a proxy-wasm map type, or undefined when Envoy has none at this point. */
   headerMap(type: number): HeaderPair[] | undefined {
-    if (type === HEADER_REQUEST) return this.requestHeaders;
-    if (type === HEADER_RESPONSE && (this.phase === "response" || this.phase === "done")) return this.responseHeaders;
+    if (type === HeaderMapType.RequestHeaders) return this.requestHeaders;
+    if (type === HeaderMapType.ResponseHeaders && (this.phase === "response" || this.phase === "done")) return this.responseHeaders;
+    if (type === HeaderMapType.ResponseTrailers) return this.responseTrailers;
     return undefined;
   }
 }
@@ -692,8 +656,7 @@ export class Vm {
   readonly propertyLookups: string[] = [];
   /** Calls per import name. */
   readonly importCalls = new Map<string, number>();
-  private readonly metricIds = new Map<number, Stat>();
-  private nextMetricId = [4, 5, 6]; // Envoy: id = type | n*4, n from 1
+  private readonly metricIds = new MetricIds();
   private pluginConfig: Uint8Array | undefined;
   private vmConfigAvailable = false;
 
@@ -709,7 +672,7 @@ export class Vm {
       throw e;
     }
     this.exports = this.instance.exports as unknown as Exports;
-    for (const name of ["memory", "malloc", "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_done", "proxy_on_log", "proxy_on_delete"]) {
+    for (const name of [...REQUIRED_PROXY_WASM_EXPORTS, ...HTTP_FILTER_EXPORTS]) {
       if (!(name in this.exports)) throw new Error(`module does not export ${name}: not a proxy-wasm 0.2.x filter`);
     }
     if (!Object.keys(this.exports).some((n) => n.startsWith("proxy_abi_version_0_2_"))) {
@@ -807,9 +770,6 @@ export class Vm {
   private mem(): Uint8Array {
     return new Uint8Array(this.exports.memory.buffer);
   }
-  private view(): DataView {
-    return new DataView(this.exports.memory.buffer);
-  }
   private read(ptr: number, len: number): Uint8Array | undefined {
     ptr >>>= 0;
     len >>>= 0;
@@ -818,27 +778,15 @@ export class Vm {
     return m.slice(ptr, ptr + len);
   }
   private writeU32(ptr: number, v: number): boolean {
-    ptr >>>= 0;
-    const dv = this.view();
-    if (ptr + 4 > dv.byteLength) return false;
-    dv.setUint32(ptr, v >>> 0, true);
-    return true;
+    return guarded(() => {}, () => writeU32(this.guest, ptr, v)) === WasmResult.Ok;
   }
-  /** cpp-host copyToPointerSize: malloc only for a non-empty value. */
+  /** The module's memory and malloc, as the shared ABI helpers take them. */
+  private readonly guest = { memory: () => this.exports.memory, malloc: (size: number) => Number(this.exports.malloc(size)) };
+  /** Records an ABI problem the shared helpers report (their result is InvalidMemoryAccess). */
+  private readonly onProblem = (what: string): void => void this.bad(what);
+  /** Hands a value to the module (see copyOut in tools/lib/proxy-wasm-abi.ts). */
   private copyOut(value: Uint8Array, ptrPtr: number, sizePtr: number): number {
-    let p = 0;
-    if (value.length > 0) {
-      p = Number(this.exports.malloc(value.length)) >>> 0;
-      if (p === 0) {
-        this.host.violations.push(`malloc(${value.length}) returned 0`);
-        return WasmResult.InvalidMemoryAccess;
-      }
-      const m = this.mem(); // memory may have grown inside malloc
-      if (p + value.length > m.length) return this.bad(`malloc returned ${p} beyond memory`);
-      m.set(value, p);
-    }
-    if (!this.writeU32(ptrPtr, p) || !this.writeU32(sizePtr, value.length)) return this.bad("out-param pointer out of bounds");
-    return WasmResult.Ok;
+    return copyOut(this.guest, value, ptrPtr, sizePtr, this.onProblem);
   }
   private bad(what: string): number {
     this.host.violations.push(`VM ${this.index} in ${this.during}: ${what}`);
@@ -866,13 +814,8 @@ export class Vm {
         return WasmResult.Ok;
       },
       proxy_get_log_level: (ptr: number) => (this.writeU32(ptr, 0) ? WasmResult.Ok : this.bad("log level pointer")),
-      proxy_get_current_time_nanoseconds: (ptr: number) => {
-        ptr >>>= 0;
-        const dv = this.view();
-        if (ptr + 8 > dv.byteLength) return this.bad("time pointer out of bounds");
-        dv.setBigUint64(ptr, this.host.clock.nanos(), true);
-        return WasmResult.Ok;
-      },
+      proxy_get_current_time_nanoseconds: (ptr: number) =>
+        guarded(this.onProblem, () => writeU64(this.guest, ptr, this.host.clock.nanos(), "time pointer")),
       proxy_get_property: (pathPtr: number, pathLen: number, valuePtrPtr: number, valueSizePtr: number) => {
         const p = this.text(pathPtr, pathLen);
         if (p === undefined) return this.bad("property path out of bounds");
@@ -885,12 +828,7 @@ export class Vm {
       proxy_get_buffer_bytes: (type: number, start: number, length: number, ptrPtr: number, sizePtr: number) => {
         const buf = this.buffer(type);
         if (!buf) return WasmResult.NotFound;
-        start >>>= 0;
-        length >>>= 0;
-        if (start > buf.length) return WasmResult.BadArgument;
-        const len = Math.min(length, buf.length - start);
-        if (len === 0) return WasmResult.Ok; // cpp-host writes nothing for an empty range
-        return this.copyOut(buf.subarray(start, start + len), ptrPtr, sizePtr);
+        return copyOutRange(this.guest, buf, start, length, ptrPtr, sizePtr, this.onProblem);
       },
       proxy_get_buffer_status: (type: number, lengthPtr: number, flagsPtr: number) => {
         const buf = this.buffer(type);
@@ -1013,11 +951,7 @@ export class Vm {
         const key = this.text(kp, kl);
         if (key === undefined) return this.bad("shared data key out of bounds");
         if (this.host.store.forceGetResult !== null) return this.host.store.forceGetResult;
-        const e = this.host.store.get(key);
-        if (!e) return WasmResult.NotFound;
-        const r = this.copyOut(e.value, vpp, vsp);
-        if (r !== WasmResult.Ok) return r;
-        return this.writeU32(casPtr, e.cas) ? WasmResult.Ok : this.bad("cas pointer out of bounds");
+        return copyOutSharedEntry(this.guest, this.host.store.get(key), vpp, vsp, casPtr, this.onProblem);
       },
       proxy_set_shared_data: (kp: number, kl: number, vp: number, vl: number, cas: number) => {
         const key = this.text(kp, kl);
@@ -1028,68 +962,36 @@ export class Vm {
       proxy_define_metric: (type: number, np: number, nl: number, idPtr: number) => {
         const name = this.text(np, nl);
         if (name === undefined) return this.bad("metric name out of bounds");
-        const stat = this.host.metrics.define(type, name);
-        if (!stat) {
+        const { result, id } = defineMetric(this.host.metrics, this.metricIds, type, name);
+        if (result !== WasmResult.Ok) {
           this.host.violations.push(`proxy_define_metric with type ${type}`);
-          return WasmResult.BadArgument;
+          return result;
         }
-        const id = this.nextMetricId[type];
-        this.nextMetricId[type] += 4;
-        this.metricIds.set(id, stat);
         return this.writeU32(idPtr, id) ? WasmResult.Ok : this.bad("metric id pointer out of bounds");
       },
-      proxy_increment_metric: (id: number, offset: bigint | number) => {
-        const s = this.metricIds.get(id >>> 0);
-        const off = Number(offset);
-        if (!s) {
-          this.host.metrics.violations.push(`increment of undefined metric id ${id}`);
-          return WasmResult.NotFound;
-        }
-        if (s.type === "counter") {
-          if (off <= 0) {
-            this.host.metrics.violations.push(`counter ${s.name} incremented by ${off} (Envoy: BadArgument)`);
-            return WasmResult.BadArgument;
-          }
-          s.value += off;
-          return WasmResult.Ok;
-        }
-        if (s.type === "gauge") {
-          s.value += off;
-          if (s.value < 0) this.host.metrics.violations.push(`gauge ${s.name} went below zero (${s.value}); Envoy gauges are unsigned`);
-          return WasmResult.Ok;
-        }
-        this.host.metrics.violations.push(`increment of histogram ${s.name}`);
-        return WasmResult.BadArgument;
-      },
-      proxy_record_metric: (id: number, value: bigint | number) => {
-        const s = this.metricIds.get(id >>> 0);
-        const v = Number(BigInt.asUintN(64, BigInt(value)));
-        if (!s) {
-          this.host.metrics.violations.push(`record of undefined metric id ${id}`);
-          return WasmResult.NotFound;
-        }
-        if (s.type === "counter") s.value += v; // Envoy adds to a counter
-        else if (s.type === "gauge") s.value = v;
-        else s.samples.push(v);
-        return WasmResult.Ok;
-      },
+      proxy_increment_metric: (id: number, offset: bigint | number) => incrementMetric(this.host.metrics, this.metricIds, id, offset),
+      proxy_record_metric: (id: number, value: bigint | number) => recordMetric(this.host.metrics, this.metricIds, id, value),
       proxy_get_metric: (id: number, ptr: number) => {
-        const s = this.metricIds.get(id >>> 0);
-        if (!s) return WasmResult.NotFound;
-        if (s.type === "histogram") return WasmResult.BadArgument;
-        ptr >>>= 0;
-        const dv = this.view();
-        if (ptr + 8 > dv.byteLength) return this.bad("metric value pointer out of bounds");
-        dv.setBigUint64(ptr, BigInt(Math.max(0, s.value)), true);
-        return WasmResult.Ok;
+        const { result, value } = getMetric(this.metricIds, id);
+        if (result !== WasmResult.Ok) return result;
+        return guarded(this.onProblem, () => writeU64(this.guest, ptr, value, "metric value pointer"));
       },
     };
 
+    // WASI clock_time_get, the one WASI import proxy-wasm-cpp-host serves that the filter uses.
+    const wasi = {
+      clock_time_get: (id: number, _precision: bigint, ptr: number) => {
+        this.importCalls.set("clock_time_get", (this.importCalls.get("clock_time_get") ?? 0) + 1);
+        const clock = this.host.clock;
+        return wasiClockTimeGet(this.guest, id, ptr, clock.nanos(), clock.monotonic ? clock.monoNanos() : undefined);
+      },
+    };
     const env: Record<string, (...a: any[]) => number> = {};
     for (const imp of WebAssembly.Module.imports(this.host.module)) {
       if (imp.kind !== "function") throw new Error(`module imports ${imp.module}.${imp.name} (${imp.kind}); Envoy provides only functions`);
+      if (imp.module === "wasi_snapshot_preview1" && imp.name === "clock_time_get") continue;
       if (imp.module !== "env" || !imp.name.startsWith("proxy_")) {
-        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI, no env.abort)`);
+        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI but clock_time_get, no env.abort)`);
       }
       const f = impl[imp.name];
       const name = imp.name;
@@ -1102,7 +1004,7 @@ export class Vm {
         return f(...a);
       };
     }
-    return { env };
+    return { env, wasi_snapshot_preview1: wasi };
   }
 
   private property(p: string): Uint8Array | undefined {
@@ -1113,8 +1015,8 @@ export class Vm {
   }
 
   private buffer(type: number): Uint8Array | undefined {
-    if (type === BUFFER_PLUGIN_CONFIGURATION) return this.pluginConfig;
-    if (type === BUFFER_VM_CONFIGURATION) return this.vmConfigAvailable ? this.host.vmConfig : undefined;
+    if (type === BufferType.PluginConfiguration) return this.pluginConfig;
+    if (type === BufferType.VmConfiguration) return this.vmConfigAvailable ? this.host.vmConfig : undefined;
     return undefined;
   }
 }

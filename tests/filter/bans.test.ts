@@ -1,10 +1,10 @@
 // Token buckets, ban expiry, Retry-After, escalation, forgetAfter, plain rate limiting and dry-run.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import type { Host, RequestOptions } from "../emulator/emulator.ts";
+import { Host, type RequestOptions } from "../emulator/emulator.ts";
 import {
   M, start, rateRule, errorsRule, uaRule, assertPassed, assertDenied, assertOnlyMetrics, assertMetrics, assertHostClean,
-  assertNoRequestPathLogs, bans, BAN_LINE_EXACT,
+  assertNoRequestPathLogs, bans, BAN_LINE_EXACT, cfg,
 } from "./helpers.ts";
 
 const C = { peer: "198.51.100.7:4000" } satisfies RequestOptions;
@@ -212,5 +212,51 @@ test("an extreme escalation saturates at ban.max instead of overflowing, over hu
   assert.deepEqual(seen.slice(0, 3), ["86400", "8640000", "31536000"]);
   assert.ok(seen.slice(2).every((s) => s === "31536000"), "capped at 365 days for every later offence");
   assert.equal(h.metrics.get(M.internalErrors), 0);
+  assertHostClean(h);
+});
+
+test("a wall clock stepping forwards by an hour ends no ban early and refills nothing, while the monotonic clock refills on time", async () => {
+  const h = await start({ rules: { rate: rateRule(3, "1h", "30m") } });
+  const D = { peer: "198.51.100.9:1" };
+  for (let i = 0; i < 3; i++) assertPassed(h.vm(0).send(D));
+  assert.equal(assertDenied(h.vm(0).send(D), 403).header("retry-after"), "1800");
+  h.clock.set(h.clock.nowMs + 3_600_000);
+  assert.equal(assertDenied(h.vm(0).send(D), 403, "still banned after the wall clock jumped an hour").header("retry-after"), "1800");
+  // The ban ends after 30 real minutes, and the bucket has refilled half of its 3 tokens by then.
+  h.clock.advance("30m");
+  assertPassed(h.vm(0).send(D), "the ban ends on the monotonic clock");
+  assertHostClean(h);
+});
+
+test("a wall clock stepping backwards by an hour does not freeze refills", async () => {
+  const h = await start({ rules: { rate: rateRule(2, "1m", "1m") } });
+  const D = { peer: "198.51.100.9:1" };
+  for (let i = 0; i < 2; i++) assertPassed(h.vm(0).send(D));
+  h.clock.set(h.clock.nowMs - 3_600_000);
+  h.clock.advance("1m");
+  for (let i = 0; i < 2; i++) assertPassed(h.vm(0).send(D), `request ${i + 1} after a minute: the bucket refilled although the wall clock is an hour behind`);
+  assertHostClean(h);
+});
+
+test("every worker reads one clock offset, so a worker started after a wall-clock step agrees on bans", async () => {
+  const h = await start({ rules: { rate: rateRule(1, "1h", "10m") } });
+  const D = { peer: "198.51.100.9:1" };
+  assertPassed(h.vm(0).send(D));
+  assertDenied(h.vm(0).send(D), 403);
+  h.clock.set(h.clock.nowMs + 3_600_000);
+  const late = h.addVm();
+  assert.ok(late.configure(cfg({ rules: { rate: rateRule(1, "1h", "10m") } })));
+  assert.equal(assertDenied(late.send(D), 403, "the new worker sees the ban").header("retry-after"), "600");
+  assertHostClean(h);
+});
+
+test("without a monotonic clock on the host, the wall clock is used and never goes backwards", async () => {
+  const h = await Host.load({});
+  h.clock.monotonic = false;
+  assert.ok(h.vm(0).configure(cfg({ rules: { rate: rateRule(1, "1h", "10m") } })));
+  const D = { peer: "198.51.100.9:1" };
+  assertPassed(h.vm(0).send(D));
+  h.clock.set(h.clock.nowMs - 3_600_000);
+  assertDenied(h.vm(0).send(D), 403, "a step back refills nothing");
   assertHostClean(h);
 });

@@ -34,7 +34,7 @@ function problems(config: string | Uint8Array): string[] {
 
 function fixtures(kind: "valid" | "invalid"): string[] {
   const dir = path.join(FIXTURES, kind);
-  assert.ok(existsSync(dir), `${dir} is missing (the shared config fixtures of docs/design.md)`);
+  assert.ok(existsSync(dir), `${dir} is missing (the shared config fixtures of docs/testing.md)`);
   const files = readdirSync(dir).filter((f) => f.endsWith(".json")).sort();
   assert.ok(files.length > 0, `no fixtures in ${dir}`);
   return files;

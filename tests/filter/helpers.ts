@@ -1,11 +1,11 @@
 /**
- * Helpers shared by the filter tests: config builders, metric names from docs/design.md, the ban
+ * Helpers shared by the filter tests: config builders, metric names from docs/metrics-and-logs.md, the ban
  * log line parser and assertions on what a stream's outcome was.
  */
 import assert from "node:assert/strict";
 import { Host, type HostOptions, type HttpStream, type RequestOptions, type LogEntry } from "../emulator/emulator.ts";
 
-/** Metric names from the contract (docs/design.md). */
+/** Metric names from the contract (docs/metrics-and-logs.md). */
 export const M = {
   requests: "traffic_guard_requests_total",
   deniedRate: "traffic_guard_denied_rate_total",
@@ -92,7 +92,7 @@ export interface BanLine {
 // test dedicated to the exact line format (ban-log format test), not every test that reads bans.
 const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
 
-/** The exact ban line of docs/design.md. */
+/** The exact ban line of docs/metrics-and-logs.md. */
 export const BAN_LINE_EXACT = /^traffic-guard: banned \S+ for \d+s: rule=(rate|userAgent|errors) limit=\d+\/\d+s ban=\d+( \(dry-run\))?$/;
 
 /** Parses a ban line; returns undefined for any other line. */
@@ -194,7 +194,7 @@ export function prng(seed: number): () => number {
   };
 }
 
-/** The "example with every field", with the client address taken from the peer. */
+/** The example with every field from docs/configuration.md, with the client address taken from the peer. */
 export function exampleConfig(overrides: Record<string, any> = {}): string {
   const base: Record<string, any> = {
     mode: "enforce",
@@ -232,6 +232,8 @@ export function isTableKeyOf(plugin: string, key: string): boolean {
   const p = keyPrefixOf(plugin) + "t/";
   return key.startsWith(p) && /^[0-9a-f]{5}\/[0-9a-f]{5}$/.test(key.slice(p.length));
 }
+/** The shared-data key of the clock offset (assembly/clock.ts): one per Envoy process, shared by every plugin. */
+export const CLOCK_KEY = "traffic-guard/clock";
 
 /** The client-table keys in the store (excluding the geometry key). */
 export function tableKeys(h: Host): string[] {

@@ -29,6 +29,18 @@ test("skipPaths (prefix match) are neither counted nor blocked, even for a banne
   assertOnlyBanLogs(h);
 });
 
+test("skipPaths match on segment boundaries: the path, a trailing slash, a query or a subpath, never a longer segment", async () => {
+  const h = await start({ skipPaths: ["/healthz", "/static/"], deny: ["203.0.113.0/24"] });
+  const peer = "203.0.113.9:1";
+  for (const path of ["/healthz", "/healthz/", "/healthz?x", "/healthz/live", "/healthz#f", "/static/app.js"]) {
+    assertPassed(h.vm(0).send({ path, peer }), `${path} is skipped`);
+  }
+  for (const path of ["/healthzadmin", "/healthz.json", "/health", "/static", "/Healthz"]) {
+    assertDenied(h.vm(0).send({ path, peer }), 403, `${path} is not skipped`);
+  }
+  assertOnlyMetrics(h, { [M.requests]: 11, [M.deniedDeny]: 5 });
+});
+
 test("allowed CIDRs are never counted and never blocked, even when they are also denied", async () => {
   const h = await start({
     allow: ["10.0.0.0/8", "fd00::/8"],

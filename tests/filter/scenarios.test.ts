@@ -1,5 +1,5 @@
-// The three kinds of abuse of the issue (scripted clients, floods, URL probing) and ordinary browser
-// traffic, run with the issue's example configuration against the compiled filter.
+// The three kinds of abuse the README names (scripted clients, floods, URL probing) and ordinary browser
+// traffic, run with docs/configuration.md's example configuration against the compiled filter.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Host } from "../emulator/emulator.ts";

@@ -286,13 +286,13 @@ export class TestCluster {
     await writeFile(path, stringify(config), { mode: 0o600 });
   }
 
-  /** Stops both processes and removes the directory (logs are kept when KEEP_KUBE_DIR=1). */
+  /** Stops both processes and removes the directory (logs are kept when TRAFFIC_GUARD_KEEP_KUBE_DIR=1). */
   async stop(): Promise<void> {
     await stopProcess(this.apiserver);
     await stopProcess(this.etcd);
     this.apiserver = this.etcd = undefined;
     live.delete(this);
-    if (process.env.KEEP_KUBE_DIR === "1") {
+    if (process.env.TRAFFIC_GUARD_KEEP_KUBE_DIR === "1") {
       console.error(`kube test directory kept: ${this.dir}`);
     } else {
       await rm(this.dir, { recursive: true, force: true });
@@ -319,7 +319,7 @@ function killAll(): void {
     for (const child of [(cluster as unknown as { apiserver?: ChildProcess }).apiserver, (cluster as unknown as { etcd?: ChildProcess }).etcd]) {
       if (child && child.exitCode === null) child.kill("SIGKILL");
     }
-    if (process.env.KEEP_KUBE_DIR !== "1") rmSync(cluster.dir, { recursive: true, force: true });
+    if (process.env.TRAFFIC_GUARD_KEEP_KUBE_DIR !== "1") rmSync(cluster.dir, { recursive: true, force: true });
   }
 }
 process.on("exit", killAll);

@@ -14,7 +14,8 @@ function cfgOf(text: string): Config {
 
 // The entry `hops` places from the right of an XFF value, rendered, or "invalid".
 function xff(value: string, hops: i32): string {
-  return parseXff(String.UTF8.encode(value), hops) ? formatAddress(parsedHi, parsedLo) : "invalid";
+  let b = String.UTF8.encode(value);
+  return parseXff(changetype<usize>(b), b.byteLength, hops) ? formatAddress(parsedHi, parsedLo) : "invalid";
 }
 
 // Resolves with the current mock headers/properties; returns "<status> <address>".

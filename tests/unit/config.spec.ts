@@ -55,7 +55,7 @@ function ruleOf(cfg: Config, i: i32): string {
   return (r.enabled ? "on " : "off ") + r.requests.toString() + "/" + r.perMs.toString() + "ms ban " + r.banMs.toString() + "ms";
 }
 
-// Asserts every documented default (docs/design.md, the README configuration reference, and
+// Asserts every documented default (docs/configuration.md, and
 // tests/fixtures/config/valid/every-field.json, which spells them out).
 function expectDefaults(cfg: Config): void {
   expect(cfg.dryRun).toBe(false, "mode: enforce");
@@ -414,8 +414,16 @@ describe("configuration: errors.statuses", () => {
     expect(statusList(accept("{\"rules\":{\"errors\":{\"statuses\":[404]}}}"))).toBe("404");
   });
 
+  it("accepts gRPC statuses grpc:0 to grpc:16 as a bit set, beside HTTP statuses", () => {
+    let cfg = accept("{\"rules\":{\"errors\":{\"statuses\":[\"grpc:5\",\"grpc:16\",\"grpc:0\",404]}}}");
+    expect(cfg.grpcMatch).toBe((1 << 5) | (1 << 16) | 1);
+    expect(statusList(cfg)).toBe("404");
+    expect(statusList(accept("{\"rules\":{\"errors\":{\"statuses\":[\"grpc:14\"]}}}"))).toBe("", "gRPC statuses only: no HTTP status counts");
+    expect(accept("{}").grpcMatch).toBe(0, "no gRPC status counts by default");
+  });
+
   it("rejects codes outside 100..599, bad classes and malformed strings, by index", () => {
-    let msg = ": expected an HTTP status from 100 to 599 (404 or \"404\") or a class like \"4xx\", got ";
+    let msg = ": expected an HTTP status from 100 to 599 (404 or \"404\"), a class like \"4xx\", or a gRPC status from \"grpc:0\" to \"grpc:16\", got ";
     expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"6xx\",99,\"abc\"]}}}")).toBe(
       "rules.errors.statuses[0]" + msg + "\"6xx\"; rules.errors.statuses[1]" + msg + "99; rules.errors.statuses[2]" + msg + "\"abc\"");
     expect(reject("{\"rules\":{\"errors\":{\"statuses\":[600]}}}")).toBe("rules.errors.statuses[0]" + msg + "600");
@@ -424,6 +432,9 @@ describe("configuration: errors.statuses", () => {
     expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"4x\"]}}}")).toBe("rules.errors.statuses[0]" + msg + "\"4x\"");
     expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"40a\"]}}}")).toBe("rules.errors.statuses[0]" + msg + "\"40a\"");
     expect(reject("{\"rules\":{\"errors\":{\"statuses\":[404.5]}}}")).toBe("rules.errors.statuses[0]" + msg + "404.5");
+    expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"grpc:17\"]}}}")).toBe("rules.errors.statuses[0]" + msg + "\"grpc:17\"");
+    expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"grpc:05\"]}}}")).toBe("rules.errors.statuses[0]" + msg + "\"grpc:05\"");
+    expect(reject("{\"rules\":{\"errors\":{\"statuses\":[\"grpc:\"]}}}")).toBe("rules.errors.statuses[0]" + msg + "\"grpc:\"");
   });
 
   it("rejects an empty list and a non-array", () => {

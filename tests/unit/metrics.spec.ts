@@ -1,4 +1,4 @@
-// Metrics (assembly/metrics.ts): the exact names and types of docs/design.md, defined through the host,
+// Metrics (assembly/metrics.ts): the exact names and types of docs/metrics-and-logs.md, defined through the host,
 // incremented by index, and skipped (not fatal) when the host refuses one.
 
 import * as m from "../../assembly/metrics";

@@ -1,17 +1,13 @@
 // A proxy-wasm host mock for the as-pect unit tests of assembly/.
 //
 // It provides the `env.proxy_*` imports the filter's modules call, with the host behaviour they depend
-// on (modelled on Envoy + proxy-wasm-cpp-host, ABI 0.2.x):
-//  - values are returned by calling the module's exported `malloc(size)`, copying the bytes there and
-//    writing pointer and size (u32 LE) into the out-params; an empty value is not allocated (pointer 0,
-//    size 0), like cpp-host's copyToPointerSize;
+// on. The ABI semantics (result codes, the malloc copy-out of values with no allocation for an empty
+// one, the shared-data CAS rules, stats keyed by name whose counters only increase, metric ids) are the
+// ones every host in this repository shares, from tools/lib/proxy-wasm-abi.ts. This file is CommonJS
+// because as-pect loads its config with require(); it loads that TypeScript module through tsx's
+// scoped require API (a devDependency, like as-pect itself). On top of the shared core:
 //  - a missing header or property is NotFound (1); header names are matched case-insensitively (Envoy
 //    lowercases them); property paths are NUL-separated segments;
-//  - shared data: NotFound for an absent key; on set, cas 0 is unconditional, a non-zero cas must equal
-//    the stored one (else CasMismatch, 8), a set on an absent key always succeeds, and every successful
-//    set gets a fresh non-zero cas; keys are never deleted;
-//  - metrics are defined by name (the same name gives the same id) and counters reject increments <= 0
-//    with BadArgument, as Envoy does;
 //  - every other `proxy_*` import returns Unimplemented (12) and is recorded, so a test notices a module
 //    that starts depending on a host call the mock does not model.
 //
@@ -25,8 +21,11 @@
 const fs = require("node:fs");
 const path = require("node:path");
 
+/** The shared proxy-wasm host core (tools/lib/proxy-wasm-abi.ts). */
+const abi = require("tsx/cjs/api").require("../../tools/lib/proxy-wasm-abi.ts", __filename);
+
 /** proxy-wasm WasmResult codes. */
-const R = { Ok: 0, NotFound: 1, BadArgument: 2, CasMismatch: 8, InternalFailure: 10, Unimplemented: 12 };
+const R = abi.WasmResult;
 
 /** AssemblyScript runtime class ids of the built-in ArrayBuffer and String. */
 const ID_ARRAYBUFFER = 1;
@@ -49,15 +48,15 @@ function createMockHost() {
     state.properties = new Map();
     state.pluginConfig = new Uint8Array(0);
     state.timeNs = 0n;
-    state.shared = new Map(); // key (string of raw bytes, latin1) -> { value: Uint8Array, cas: number }
-    state.nextCas = 1;
+    state.shared = new abi.SharedData(); // keys are strings of raw bytes (latin1)
     state.sharedGets = 0;
     state.sharedSets = 0;
     state.failSets = []; // queue of injected results for the next proxy_set_shared_data calls
     state.failGets = [];
     state.interfere = []; // queue of writes another worker makes just before our next sets
-    state.metrics = []; // { name, type, value }
-    state.metricIds = new Map();
+    state.stats = new abi.StatsScope();
+    state.metricIds = new abi.MetricIds();
+    state.metricIdByName = new Map(); // the id the latest definition of a name got
     state.refuseDefine = new Set();
     state.logs = []; // { level, message }
     state.replies = []; // { status, details, body, headers: [[k, v]], grpc }
@@ -102,33 +101,22 @@ function createMockHost() {
     mem().set(bytes, ptr);
     return ptr;
   }
-  // Returns a value the proxy-wasm way: memory from the module's malloc, pointer and size in out-params.
-  function copyOut(bytes, ptrPtr, sizePtr) {
-    let ptr = 0;
-    if (bytes.length > 0) {
-      ptr = ex.malloc(bytes.length);
+  // The module's memory and malloc as the shared core takes them; every malloc is counted.
+  const guest = {
+    memory: () => ex.memory,
+    malloc(size) {
       state.mallocs++;
-      mem().set(bytes, ptr);
-    }
-    const dv = view();
-    dv.setUint32(ptrPtr, ptr, true);
-    dv.setUint32(sizePtr, bytes.length, true);
-  }
+      return ex.malloc(size);
+    },
+  };
   const keyOf = (bytes) => Buffer.from(bytes).toString("latin1");
-  const propertyKey = (dotted) => dotted.split(".").join("\0");
 
   function sharedSet(key, value, cas) {
-    const cur = state.shared.get(key);
-    if (cur && cas !== 0 && cas !== cur.cas) return R.CasMismatch;
-    const next = state.nextCas++;
-    if (state.nextCas > 0xffffffff) state.nextCas = 1;
-    state.shared.set(key, { value: Uint8Array.from(value), cas: next });
-    return R.Ok;
+    return state.shared.set(key, value, cas);
   }
 
   function metricByName(name) {
-    const id = state.metricIds.get(name);
-    return id === undefined ? null : state.metrics[id - 1];
+    return state.stats.stat(name) ?? null;
   }
 
   const env = {
@@ -137,7 +125,7 @@ function createMockHost() {
       return R.Ok;
     },
     proxy_get_current_time_nanoseconds(out) {
-      view().setBigUint64(out, state.timeNs, true);
+      abi.writeU64(guest, out, state.timeNs);
       return R.Ok;
     },
     proxy_get_header_map_value(map, kp, kl, ptrPtr, sizePtr) {
@@ -145,29 +133,21 @@ function createMockHost() {
       if (!m) return R.BadArgument;
       const v = m.get(utf8dec.decode(bytesAt(kp, kl)).toLowerCase());
       if (v === undefined) return R.NotFound;
-      copyOut(v, ptrPtr, sizePtr);
-      return R.Ok;
+      return abi.copyOut(guest, v, ptrPtr, sizePtr);
     },
     proxy_get_property(pp, pl, ptrPtr, sizePtr) {
       const v = state.properties.get(keyOf(bytesAt(pp, pl)));
       if (v === undefined) return R.NotFound;
-      copyOut(v, ptrPtr, sizePtr);
-      return R.Ok;
+      return abi.copyOut(guest, v, ptrPtr, sizePtr);
     },
     proxy_get_buffer_bytes(type, start, length, ptrPtr, sizePtr) {
-      if (type !== 7) return R.NotFound; // only the plugin configuration is modelled
-      const b = state.pluginConfig;
-      copyOut(b.subarray(Math.min(start, b.length), Math.min(b.length, start + length)), ptrPtr, sizePtr);
-      return R.Ok;
+      if (type !== abi.BufferType.PluginConfiguration) return R.NotFound; // only the plugin configuration is modelled
+      return abi.copyOutRange(guest, state.pluginConfig, start, length, ptrPtr, sizePtr);
     },
     proxy_get_shared_data(kp, kl, ptrPtr, sizePtr, casPtr) {
       state.sharedGets++;
       if (state.failGets.length > 0) return state.failGets.shift();
-      const cur = state.shared.get(keyOf(bytesAt(kp, kl)));
-      if (!cur) return R.NotFound;
-      copyOut(cur.value, ptrPtr, sizePtr);
-      view().setUint32(casPtr, cur.cas, true);
-      return R.Ok;
+      return abi.copyOutSharedEntry(guest, state.shared.get(keyOf(bytesAt(kp, kl))), ptrPtr, sizePtr, casPtr);
     },
     proxy_set_shared_data(kp, kl, vp, vl, cas) {
       state.sharedSets++;
@@ -183,21 +163,17 @@ function createMockHost() {
     proxy_define_metric(type, np, nl, idPtr) {
       const name = utf8dec.decode(bytesAt(np, nl));
       if (state.refuseDefine.has(name)) return R.BadArgument;
-      let id = state.metricIds.get(name);
-      if (id === undefined) {
-        state.metrics.push({ name, type, value: 0n });
-        id = state.metrics.length;
-        state.metricIds.set(name, id);
-      }
-      view().setUint32(idPtr, id, true);
+      const { result, id } = abi.defineMetric(state.stats, state.metricIds, type, name);
+      if (result !== R.Ok) return result;
+      state.metricIdByName.set(name, id);
+      abi.writeU32(guest, idPtr, id);
       return R.Ok;
     },
     proxy_increment_metric(id, offset) {
-      const m = state.metrics[id - 1];
-      if (!m) return R.NotFound;
-      if (m.type === 0 && offset <= 0n) return R.BadArgument;
-      m.value += offset;
-      return R.Ok;
+      return abi.incrementMetric(state.stats, state.metricIds, id, offset);
+    },
+    proxy_record_metric(id, value) {
+      return abi.recordMetric(state.stats, state.metricIds, id, value);
     },
     proxy_send_local_response(status, dp, dl, bp, bl, hp, hl, grpc) {
       // Header pairs: count, (key length, value length) * count, then key\0value\0 ...
@@ -239,10 +215,10 @@ function createMockHost() {
       state.headers[map].delete(asString(name).toLowerCase());
     },
     setProperty(dotted, value) {
-      state.properties.set(propertyKey(asString(dotted)), utf8.encode(asString(value)));
+      state.properties.set(abi.propertyPath(asString(dotted)), utf8.encode(asString(value)));
     },
     removeProperty(dotted) {
-      state.properties.delete(propertyKey(asString(dotted)));
+      state.properties.delete(abi.propertyPath(asString(dotted)));
     },
     setPluginConfig(text) {
       state.pluginConfig = utf8.encode(asString(text));
@@ -265,11 +241,11 @@ function createMockHost() {
       return state.shared.size;
     },
     sharedKeyAt(i) {
-      const keys = [...state.shared.keys()];
+      const keys = [...state.shared.entries()].map(([k]) => k);
       return newString(i < keys.length ? keys[i] : "");
     },
     sharedHas(key) {
-      return state.shared.has(keyOf(utf8.encode(asString(key))));
+      return state.shared.get(keyOf(utf8.encode(asString(key)))) !== undefined;
     },
     sharedValue(key) {
       const cur = state.shared.get(keyOf(utf8.encode(asString(key))));
@@ -308,21 +284,21 @@ function createMockHost() {
       state.refuseDefine.add(asString(name));
     },
     metricCount() {
-      return state.metrics.length;
+      return [...state.stats.all()].length;
     },
     metricDefined(name) {
       return metricByName(asString(name)) !== null;
     },
     metricType(name) {
       const m = metricByName(asString(name));
-      return m ? m.type : -1;
+      return m ? abi.METRIC_TYPE_NAMES.indexOf(m.type) : -1;
     },
     metricValue(name) {
       const m = metricByName(asString(name));
-      return m ? m.value : -1n;
+      return m ? BigInt(m.value) : -1n;
     },
     metricId(name) {
-      const id = state.metricIds.get(asString(name));
+      const id = state.metricIdByName.get(asString(name));
       return id === undefined ? 0 : id;
     },
     // Logs.
@@ -403,9 +379,17 @@ function createMockHost() {
     return out;
   }
 
+  // WASI clock_time_get as proxy-wasm-cpp-host serves it (the shared core); the mock's one clock serves both ids.
+  const wasi = {
+    clock_time_get(id, _precision, out) {
+      return abi.wasiClockTimeGet(guest, id, out, BigInt(state.timeNs), BigInt(state.timeNs));
+    },
+  };
+
   return {
     mock,
     envFor,
+    wasi,
     state,
     bind(instance) {
       ex = instance.exports;

@@ -170,7 +170,7 @@ export function metricDefined(name: string): bool { return _metricDefined(name);
 export function metricType(name: string): i32 { return _metricType(name); }
 /** The metric's value, or -1 when undefined. */
 export function metricValue(name: string): i64 { return _metricValue(name); }
-/** The id the host gave this metric name, or 0. */
+/** The id the host gave the latest definition of this metric name, or 0. */
 export function metricId(name: string): u32 { return _metricId(name); }
 /** Number of proxy_log calls. */
 export function logCount(): i32 { return _logCount(); }

@@ -21,12 +21,18 @@
 // ListWatch; we restart it after a backoff, which resumes from the same resourceVersion. Every event queues its
 // namespace, so nothing that changed while the connection was down is missed: the relist or the resumed watch
 // delivers it. A periodic resync requeues everything as a last line of defence.
+//
+// With a PolicySource (`--policy-configmap`, how the in-cluster controller runs) a third ListWatch follows one
+// ConfigMap: nothing is reconciled until its policy has loaded and passed the filter's own validation, and every
+// accepted change requeues every namespace, so each managed WasmPlugin gets the new pluginConfig. A rejected or
+// deleted policy is reported and the last accepted one stays in force: a bad edit never removes protection.
 import {
   CoreV1Api, CustomObjectsApi, KubernetesObjectApi, ListWatch, PatchStrategy, Watch,
-  type KubernetesListObject, type KubernetesObject, type V1Namespace,
+  type KubernetesListObject, type KubernetesObject, type V1ConfigMap, type V1Namespace,
 } from "@kubernetes/client-node";
 import { isDeepStrictEqual } from "node:util";
-import { UserError } from "./errors.ts";
+import type { WatchObserver } from "./controller-http.ts";
+import { describeError, UserError } from "./errors.ts";
 import { buildWasmPlugin, DEFAULTS, type PluginSpecInput, type PolicyMode } from "./manifests.ts";
 import { connectionError, describeKubeError, isTransportError, statusCode, type LoadedKubeConfig } from "./kube.ts";
 
@@ -372,6 +378,30 @@ export interface WatchTimings {
 
 const DEFAULT_TIMINGS: WatchTimings = { backoffMs: 500, maxBackoffMs: 30_000, resyncMs: 5 * 60_000 };
 
+/** A policy kept in a ConfigMap and followed while watching (`sync --watch --policy-configmap`). */
+export interface PolicySource {
+  namespace: string;
+  name: string;
+  /** The data key holding the policy (YAML or JSON). */
+  key: string;
+  /** Turns the key's text into a pluginConfig the filter accepts, or throws a UserError naming the problems. */
+  load: (text: string) => Promise<Record<string, unknown>>;
+}
+
+/** Optional parts of the watcher: a policy ConfigMap, an observer (metrics, readiness) and access to its counts. */
+export interface WatchExtras {
+  policy?: PolicySource;
+  observer?: WatchObserver;
+  /** Called once with functions that count from the watcher's caches (what the gauges read). */
+  counts?: (counts: WatchCounts) => void;
+}
+
+/** Namespaces whose label opts them in, and namespaces holding a WasmPlugin sync applied (for the gauges). */
+export interface WatchCounts {
+  optedIn(): number;
+  managed(): number;
+}
+
 /**
  * Runs sync continuously until `signal` aborts; resolves with the exit code (0 after a clean stop).
  * The first pass prints the full report; later passes print only what changed.
@@ -382,9 +412,14 @@ export async function syncWatch(
   log: WatchLog,
   signal: AbortSignal,
   timings: WatchTimings = DEFAULT_TIMINGS,
+  extras: WatchExtras = {},
 ): Promise<number> {
   await client.preflight(settings.label);
   const name = settings.plugin.name ?? DEFAULTS.name;
+  const { policy, observer } = extras;
+  // The settings every reconcile uses; a policy ConfigMap replaces pluginConfig as it changes.
+  let current: SyncSettings = settings;
+  let policyLoaded = policy === undefined;
   const watch = new Watch(client.loaded.kc);
   // ListWatch lists on its first start and again whenever its resourceVersion is gone (410); say so on relists.
   const lists = { namespaces: 0, WasmPlugins: 0 };
@@ -399,10 +434,21 @@ export async function syncWatch(
   const pluginCache = new ListWatch<WasmPluginObject>(
     `/apis/${GROUP}/${VERSION}/${PLURAL}`, watch, () => logged("WasmPlugins", () => client.listWasmPlugins()), false,
   );
+  const policyField = policy ? `metadata.name=${policy.name}` : "";
+  const policyCache = policy
+    ? new ListWatch<V1ConfigMap>(
+        `/api/v1/namespaces/${policy.namespace}/configmaps`, watch,
+        () => client.core.listNamespacedConfigMap({ namespace: policy.namespace, fieldSelector: policyField }), false, undefined, policyField,
+      )
+    : undefined;
+  extras.counts?.({
+    optedIn: () => countOptedIn(nsCache.list(), settings.label),
+    managed: () => new Set(pluginCache.list().filter(isAppliedBySync).map((p) => p.metadata?.namespace)).size,
+  });
 
   const queue = new Set<string>();
   const retries = new Map<string, { attempt: number; timer?: NodeJS.Timeout }>();
-  const listed = { namespaces: false, plugins: false };
+  const listed = { namespaces: false, plugins: false, policy: policy === undefined };
   let initialDone = false;
   let wake: (() => void) | undefined;
   const kick = () => {
@@ -433,6 +479,45 @@ export async function syncWatch(
     { what: "namespaces", lw: nsCache as unknown as ListWatch<KubernetesObject>, key: "namespaces", attempt: 0, errors: 0 },
     { what: "WasmPlugins", lw: pluginCache as unknown as ListWatch<KubernetesObject>, key: "plugins", attempt: 0, errors: 0 },
   ];
+  const policyInformer: Informer | undefined = policyCache
+    ? { what: "policy ConfigMap", lw: policyCache as unknown as ListWatch<KubernetesObject>, key: "policy", attempt: 0, errors: 0 }
+    : undefined;
+
+  // Policy changes are loaded one at a time, in the order they arrive.
+  const policyRef = policy ? `ConfigMap ${policy.namespace}/${policy.name}` : "";
+  let policyChain = Promise.resolve();
+  const policyFailed = (why: string) => {
+    observer?.error("policy");
+    log.err(`policy: ${why}; ${policyLoaded ? "keeping the last accepted policy" : "nothing is reconciled until it is fixed"}`);
+  };
+  const loadPolicy = async (cm: V1ConfigMap) => {
+    const text = cm.data?.[policy!.key];
+    if (text === undefined) return policyFailed(`${policyRef} has no key ${policy!.key}`);
+    let pluginConfig: Record<string, unknown>;
+    try {
+      pluginConfig = await policy!.load(text);
+    } catch (err) {
+      const details = err instanceof UserError && err.details.length > 0 ? `: ${err.details.join("; ")}` : "";
+      // The loader's message names the ConfigMap and key already ("policy ConfigMap ns/name key k is rejected …").
+      return policyFailed(`${describeError(err).replace(/^policy /, "")}${details}`);
+    }
+    const changed = !policyLoaded || !isDeepStrictEqual(pluginConfig, current.plugin.pluginConfig);
+    current = { ...current, plugin: { ...current.plugin, pluginConfig } };
+    if (!changed) return;
+    log.out(`policy       ${policy!.namespace}/${policy!.name} (resourceVersion ${cm.metadata?.resourceVersion ?? "?"}): ${policyLoaded ? "changed, reconciling every namespace" : "loaded"}`);
+    policyLoaded = true;
+    enqueueAll();
+  };
+  if (policyInformer && policyCache) {
+    const onPolicy = (cm: V1ConfigMap) => {
+      policyInformer.attempt = 0;
+      policyChain = policyChain.then(() => loadPolicy(cm));
+    };
+    policyCache.on("add", onPolicy);
+    policyCache.on("update", onPolicy);
+    policyCache.on("delete", () => policyFailed(`${policyRef} was deleted`));
+    policyCache.on("error", (err?: unknown) => onInformerError(policyInformer, err));
+  }
   for (const inf of informers) {
     const keyOf = (obj: KubernetesObject) => (inf.key === "namespaces" ? obj.metadata?.name : obj.metadata?.namespace);
     const onEvent = (obj: KubernetesObject) => {
@@ -447,6 +532,7 @@ export async function syncWatch(
   function onInformerError(inf: Informer, err: unknown): void {
     if (signal.aborted) return; // stop() aborts the watch request, which reports an error
     inf.errors++;
+    observer?.error("watch");
     const delay = Math.min(timings.backoffMs * 2 ** inf.attempt, timings.maxBackoffMs);
     inf.attempt++;
     const why = isTransportError(err) ? `API server unreachable (${describeKubeError(err)})` : describeKubeError(err);
@@ -474,6 +560,7 @@ export async function syncWatch(
     }
     if (inf.lw.latestResourceVersion() !== "" && !listed[inf.key]) {
       listed[inf.key] = true;
+      if (inf === policyInformer && policyCache!.list().length === 0) policyFailed(`${policyRef} does not exist`);
       kick();
     }
   };
@@ -485,12 +572,13 @@ export async function syncWatch(
   });
   signal.addEventListener("abort", kick, { once: true });
 
-  for (const inf of informers) void startInformer(inf);
+  const all = policyInformer ? [...informers, policyInformer] : informers;
+  for (const inf of all) void startInformer(inf);
 
   try {
     while (!signal.aborted) {
       // Wait for both caches' first list; after the first (possibly empty) pass, wait for queued work.
-      if (!listed.namespaces || !listed.plugins || (initialDone && queue.size === 0)) {
+      if (!listed.namespaces || !listed.plugins || !listed.policy || !policyLoaded || (initialDone && queue.size === 0)) {
         await new Promise<void>((resolve) => {
           wake = resolve;
         });
@@ -503,11 +591,13 @@ export async function syncWatch(
       const nsByName = new Map(nsCache.list().map((ns) => [ns.metadata!.name!, ns]));
       const outcomes = (
         await mapLimit(batch, 8, (namespace) =>
-          reconcileNamespace(client, settings, namespace, nsByName.get(namespace), pluginCache.list(namespace)),
+          reconcileNamespace(client, current, namespace, nsByName.get(namespace), pluginCache.list(namespace)),
         )
       ).flat();
       for (const o of outcomes) {
         if (first || o.action !== "unchanged") log.out(formatOutcome(o, settings.dryRun));
+        observer?.reconciled(o.action);
+        if (o.action === "failed") observer?.error("reconcile");
         const r = retries.get(o.namespace);
         if (o.action === "failed" && intentFor(nsByName.get(o.namespace), settings.label).kind !== "invalid") {
           // Transient failures (API down mid-apply, delete precondition raced) are retried with a backoff.
@@ -523,12 +613,14 @@ export async function syncWatch(
       if (first) {
         initialDone = true;
         log.out(formatSummary({ outcomes, optedIn: countOptedIn(nsCache.list(), settings.label) }, settings.label, settings.dryRun));
-        log.err(`watching namespaces labelled ${settings.label} and WasmPlugins (Ctrl-C or SIGTERM to stop)`);
+        log.err(`watching namespaces labelled ${settings.label}${policy ? `, WasmPlugins and ${policyRef}` : " and WasmPlugins"} (Ctrl-C or SIGTERM to stop)`);
+        observer?.ready(true);
       }
     }
   } finally {
+    observer?.ready(false);
     clearInterval(resync);
-    for (const inf of informers) {
+    for (const inf of all) {
       clearTimeout(inf.timer);
       await inf.lw.stop();
     }

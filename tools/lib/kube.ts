@@ -36,9 +36,22 @@ function isFile(path: string): boolean {
   }
 }
 
+/**
+ * The home directory, or undefined when there is none: os.homedir() throws when HOME is unset and the uid has no
+ * passwd entry, which is how the controller image runs (numeric user 65532, no /etc/passwd).
+ */
+function homeDirectory(): string | undefined {
+  try {
+    return homedir();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Loads the configuration per the rules above; throws a UserError naming what is missing or wrong. */
 export function loadKubeConfig(target: KubeTarget): LoadedKubeConfig {
   const kc = new KubeConfig();
+  const home = homeDirectory();
   let where: string;
   try {
     if (target.kubeconfig !== undefined) {
@@ -53,9 +66,9 @@ export function loadKubeConfig(target: KubeTarget): LoadedKubeConfig {
       // client-node merges the files of a KUBECONFIG list like kubectl does (first file wins per entry).
       kc.loadFromDefault();
       where = `kubeconfig ${present.join(delimiter)}`;
-    } else if (isFile(join(homedir(), ".kube", "config"))) {
-      kc.loadFromFile(join(homedir(), ".kube", "config"));
-      where = `kubeconfig ${join(homedir(), ".kube", "config")}`;
+    } else if (home !== undefined && isFile(join(home, ".kube", "config"))) {
+      kc.loadFromFile(join(home, ".kube", "config"));
+      where = `kubeconfig ${join(home, ".kube", "config")}`;
     } else if (process.env.KUBERNETES_SERVICE_HOST && isFile(IN_CLUSTER_TOKEN)) {
       kc.loadFromCluster();
       where = "in-cluster configuration";

@@ -41,7 +41,7 @@ export type MatchMode = (typeof MATCH_MODES)[number];
 /** Filter mode. */
 export type PolicyMode = (typeof POLICY_MODES)[number];
 
-/** Defaults used when an option is not given; docs/readme/deploy.md explains each choice. */
+/** Defaults used when an option is not given; docs/deploy-istio.md explains each choice. */
 export const DEFAULTS = {
   name: "traffic-guard",
   pluginName: "traffic-guard",

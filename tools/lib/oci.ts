@@ -3,7 +3,10 @@
 //   - an ordinary OCI image manifest (application/vnd.oci.image.manifest.v1+json);
 //   - whose last (here: only) layer is application/vnd.oci.image.layer.v1.tar+gzip;
 //   - a tar.gz holding the module as `plugin.wasm` (the fetcher looks for that base name).
-// Istio tries this variant first for every non-Docker manifest. docs/readme/deploy.md explains the choice.
+// Istio tries this variant first for every non-Docker manifest. docs/deploy-istio.md explains the choice.
+//
+// buildContainerImage writes an ordinary linux/amd64 container image with the same code (the controller image built
+// by scripts/build-controller-image.ts).
 //
 // Everything is reproducible: the tar has fixed metadata, the gzip header has no timestamp and a fixed OS byte,
 // JSON is written by JSON.stringify from objects built in a fixed key order, and no field holds a time.
@@ -52,8 +55,8 @@ function blob(mediaType: string, data: Uint8Array): Blob {
 const json = (value: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(value));
 
 /** gzip with no timestamp and OS byte 255 ("unknown"), so the bytes do not depend on the build machine's OS. */
-export function reproducibleGzip(data: Uint8Array): Uint8Array {
-  const out = new Uint8Array(gzipSync(data, { level: 9 }));
+export function reproducibleGzip(data: Uint8Array, level = 9): Uint8Array {
+  const out = new Uint8Array(gzipSync(data, { level }));
   out.fill(0, 4, 8); // MTIME
   out[9] = 0xff; // OS
   return out;
@@ -62,15 +65,15 @@ export function reproducibleGzip(data: Uint8Array): Uint8Array {
 /** Builds the compat-variant image for a wasm module. Same wasm, same digests. */
 export function buildImage(wasm: Uint8Array): OciImage {
   const tar = createTar([{ name: WASM_FILE_NAME, data: wasm }]);
-  const layer = blob(MediaType.layer, reproducibleGzip(tar));
   // A minimal but complete OCI image config: platform wasm/wasi (the values container tools use for Wasm images)
   // and the diff id of the layer, so that generic tools (skopeo, crane, docker) treat it as a regular image.
-  const config = blob(MediaType.config, json({
-    architecture: "wasm",
-    os: "wasi",
-    config: {},
-    rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] },
-  }));
+  return assembleImage(tar, reproducibleGzip(tar), { architecture: "wasm", os: "wasi", config: {} }, { "org.opencontainers.image.title": WASM_FILE_NAME });
+}
+
+/** One image of a single layer: config (with the layer's diff id appended) and manifest, in a fixed key order. */
+function assembleImage(tar: Uint8Array, gzipped: Uint8Array, configHead: Record<string, unknown>, layerAnnotations?: Record<string, string>): OciImage {
+  const layer = blob(MediaType.layer, gzipped);
+  const config = blob(MediaType.config, json({ ...configHead, rootfs: { type: "layers", diff_ids: [sha256Digest(tar)] } }));
   const manifest = blob(MediaType.manifest, json({
     schemaVersion: 2,
     mediaType: MediaType.manifest,
@@ -79,10 +82,66 @@ export function buildImage(wasm: Uint8Array): OciImage {
       mediaType: layer.mediaType,
       digest: layer.digest,
       size: layer.size,
-      annotations: { "org.opencontainers.image.title": WASM_FILE_NAME },
+      ...(layerAnnotations ? { annotations: layerAnnotations } : {}),
     }],
   }));
   return { manifest, config, layers: [layer] };
+}
+
+/** One file of a container image's layer: an absolute path, its bytes and its permission bits. */
+export interface ContainerFile {
+  path: string;
+  data: Uint8Array;
+  mode: number;
+}
+
+/** The process settings of a container image (the OCI config's `config` object). */
+export interface ContainerConfig {
+  /** Numeric `uid:gid`: no /etc/passwd is needed to resolve it. */
+  user: string;
+  entrypoint: string[];
+  cmd?: string[];
+  env: string[];
+  /** Ports the process listens on, e.g. "9090/tcp". */
+  exposedPorts?: string[];
+  labels?: Record<string, string>;
+}
+
+/**
+ * A linux/amd64 container image of one layer holding exactly `files` (plus their parent directories), with no
+ * timestamps anywhere: entries sorted by path, mtime 0, owner 0:0, no `created` or `history` in the config. The
+ * same files and settings give the same digests.
+ */
+export function buildContainerImage(files: ContainerFile[], settings: ContainerConfig): OciImage {
+  const dirs = new Set<string>();
+  const entries: Array<{ name: string; data?: Uint8Array; mode: number }> = [];
+  const seen = new Set<string>();
+  for (const file of files) {
+    if (!file.path.startsWith("/") || file.path.endsWith("/") || file.path.split("/").some((p, i) => i > 0 && (p === "" || p === "." || p === ".."))) {
+      throw new Error(`container image path must be an absolute file path: ${file.path}`);
+    }
+    const name = file.path.slice(1);
+    if (seen.has(name)) throw new Error(`container image path given twice: ${file.path}`);
+    seen.add(name);
+    const parts = name.split("/");
+    for (let i = 1; i < parts.length; i++) dirs.add(`${parts.slice(0, i).join("/")}/`);
+    entries.push({ name, data: file.data, mode: file.mode });
+  }
+  for (const dir of dirs) entries.push({ name: dir, mode: 0o755 });
+  // Plain code-unit order: a directory ("lib/") sorts before its contents ("lib/x"), whatever the locale.
+  entries.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const tar = createTar(entries);
+  const config: Record<string, unknown> = {
+    User: settings.user,
+    ...(settings.exposedPorts?.length ? { ExposedPorts: Object.fromEntries(settings.exposedPorts.map((p) => [p, {}])) } : {}),
+    Env: settings.env,
+    Entrypoint: settings.entrypoint,
+    ...(settings.cmd ? { Cmd: settings.cmd } : {}),
+    ...(settings.labels ? { Labels: settings.labels } : {}),
+  };
+  // Level 6 (zlib's default): a 100 MB executable compresses in a few seconds, level 9 takes several times longer
+  // for a few percent. Any fixed level is reproducible with the same zlib.
+  return assembleImage(tar, reproducibleGzip(tar, 6), { architecture: "amd64", os: "linux", config });
 }
 
 /** Every blob of the image, config first, then layers (the order a push uploads them in). */

@@ -2,23 +2,22 @@
 // VM start and one configure call. `traffic-guard validate` uses it so that the CLI accepts and rejects exactly
 // what the filter does, by asking the filter itself instead of re-implementing its rules.
 //
-// Host behaviour mirrored from Envoy (proxy-wasm-cpp-host):
-// - values handed to the module are copied into memory the module allocates with its exported `malloc`, and the
-//   pointer and size are written little-endian to the two out-parameters;
-// - proxy_get_buffer_bytes clamps the requested range to the buffer and, for an empty range, returns Ok without
-//   touching the out-parameters;
-// - the plugin configuration is buffer type 7 (PluginConfiguration), the VM configuration type 6;
-// - a missing property is NotFound (1); every import this host does not emulate answers Unimplemented (12), which
-//   is what Envoy returns for calls that make no sense outside a request (and what the SDK must tolerate);
-// - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record its
-//   table geometry): a get of an absent key is NotFound, a set on an absent key succeeds whatever the CAS, a set
-//   with a non-zero stale CAS is CasMismatch (8), and every successful set gets a new non-zero CAS.
+// The host semantics (result codes, how values are copied into module memory, shared data, metrics) come from
+// ./proxy-wasm-abi.ts, which the test emulator and the as-pect mock share. What this host adds:
+// - the plugin configuration is buffer type 7 (PluginConfiguration), the VM configuration type 6 (empty);
+// - the only property is `plugin_root_id`; any other is NotFound;
+// - every import this host does not emulate answers Unimplemented (12), which is what Envoy returns for calls
+//   that make no sense outside a request (and what the SDK must tolerate);
+// - WASI clock_time_get serves the wall clock for both clock ids;
+// - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record
+//   its table geometry).
+import { BufferType, LOG_LEVEL_NAMES, MetricIds, SharedData, StatsScope, WasmResult, type GuestMemory } from "./proxy-wasm-abi.ts";
+import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, wasiClockTimeGet, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
 
-/** proxy-wasm WasmResult codes used by this host. */
-export const WasmResult = { Ok: 0, NotFound: 1, BadArgument: 2, CasMismatch: 8, Unimplemented: 12 } as const;
+export { WasmResult } from "./proxy-wasm-abi.ts";
 
 /** proxy-wasm log levels (trace 0 … critical 5). */
-export const LOG_LEVELS = ["trace", "debug", "info", "warn", "error", "critical"] as const;
+export const LOG_LEVELS = LOG_LEVEL_NAMES;
 
 /** One line the filter logged through proxy_log. */
 export interface LogEntry {
@@ -50,8 +49,6 @@ export interface ConfigureOptions {
   nowMs?: () => number;
 }
 
-const PLUGIN_CONFIGURATION = 7;
-const VM_CONFIGURATION = 6;
 const INVALID_CONFIG_MARKER = "traffic-guard: invalid config: ";
 
 /**
@@ -71,25 +68,17 @@ export async function configureFilter(
   const decoder = new TextDecoder("utf-8", { fatal: false });
 
   let exports: Record<string, unknown> = {};
-  const memory = (): DataView => new DataView((exports.memory as WebAssembly.Memory).buffer);
+  const guest: GuestMemory = {
+    memory: () => exports.memory as WebAssembly.Memory,
+    malloc: (size) => (exports.malloc as (size: number) => number)(size),
+  };
   const bytesAt = (ptr: number, len: number): Uint8Array =>
-    new Uint8Array((exports.memory as WebAssembly.Memory).buffer, ptr >>> 0, len >>> 0);
+    new Uint8Array(guest.memory().buffer, ptr >>> 0, len >>> 0);
   const readString = (ptr: number, len: number): string => decoder.decode(bytesAt(ptr, len).slice());
 
-  // Copies `data` into module memory and stores (pointer, size) at the out-parameters, as Envoy does.
-  const hand = (data: Uint8Array, ptrPtr: number, sizePtr: number): number => {
-    const malloc = exports.malloc as (size: number) => number;
-    const ptr = malloc(data.length) >>> 0;
-    if (ptr === 0 && data.length > 0) return WasmResult.BadArgument;
-    bytesAt(ptr, data.length).set(data);
-    const view = memory();
-    view.setUint32(ptrPtr >>> 0, ptr, true);
-    view.setUint32(sizePtr >>> 0, data.length, true);
-    return WasmResult.Ok;
-  };
-
-  const shared = new Map<string, { value: Uint8Array; cas: number }>();
-  let nextCas = 1;
+  const shared = new SharedData();
+  const stats = new StatsScope();
+  const metricIds = new MetricIds();
 
   const emulated: Record<string, (...args: number[]) => number> = {
     proxy_log(level, ptr, len) {
@@ -97,46 +86,32 @@ export async function configureFilter(
       return WasmResult.Ok;
     },
     proxy_get_buffer_bytes(type, start, length, ptrPtr, sizePtr) {
-      const buffer = type === PLUGIN_CONFIGURATION ? configBytes : type === VM_CONFIGURATION ? new Uint8Array(0) : null;
+      const buffer =
+        type === BufferType.PluginConfiguration ? configBytes : type === BufferType.VmConfiguration ? new Uint8Array(0) : null;
       if (!buffer) return WasmResult.NotFound;
-      start >>>= 0;
-      length >>>= 0;
-      if (start > buffer.length) return WasmResult.BadArgument;
-      const end = Math.min(buffer.length, start + length);
-      if (end <= start) return WasmResult.Ok;
-      return hand(buffer.subarray(start, end), ptrPtr, sizePtr);
+      return copyOutRange(guest, buffer, start, length, ptrPtr, sizePtr);
     },
     proxy_get_property(pathPtr, pathLen, ptrPtr, sizePtr) {
       // Property paths are NUL-separated segments; the root id is a single segment.
       const path = readString(pathPtr, pathLen).split("\0").filter((s) => s.length > 0);
-      if (path.length === 1 && path[0] === "plugin_root_id") return hand(rootId, ptrPtr, sizePtr);
+      if (path.length === 1 && path[0] === "plugin_root_id") return copyOut(guest, rootId, ptrPtr, sizePtr);
       return WasmResult.NotFound;
     },
-    proxy_define_metric(_type, namePtr, nameLen, idPtr) {
-      outcome.metrics.push(readString(namePtr, nameLen));
-      memory().setUint32(idPtr >>> 0, outcome.metrics.length, true);
-      return WasmResult.Ok;
-    },
-    proxy_get_shared_data(keyPtr, keyLen, ptrPtr, sizePtr, casPtr) {
-      const entry = shared.get(readString(keyPtr, keyLen));
-      if (!entry) return WasmResult.NotFound;
-      const result = entry.value.length > 0 ? hand(entry.value, ptrPtr, sizePtr) : WasmResult.Ok;
-      if (entry.value.length === 0) {
-        memory().setUint32(ptrPtr >>> 0, 0, true);
-        memory().setUint32(sizePtr >>> 0, 0, true);
-      }
-      memory().setUint32(casPtr >>> 0, entry.cas, true);
+    proxy_define_metric(type, namePtr, nameLen, idPtr) {
+      const name = readString(namePtr, nameLen);
+      outcome.metrics.push(name);
+      const { result, id } = defineMetric(stats, metricIds, type, name);
+      if (result === WasmResult.Ok) writeU32(guest, idPtr, id);
       return result;
     },
+    proxy_get_shared_data(keyPtr, keyLen, ptrPtr, sizePtr, casPtr) {
+      return copyOutSharedEntry(guest, shared.get(readString(keyPtr, keyLen)), ptrPtr, sizePtr, casPtr);
+    },
     proxy_set_shared_data(keyPtr, keyLen, valuePtr, valueLen, cas) {
-      const key = readString(keyPtr, keyLen);
-      const entry = shared.get(key);
-      if (entry && cas >>> 0 !== 0 && cas >>> 0 !== entry.cas) return WasmResult.CasMismatch;
-      shared.set(key, { value: bytesAt(valuePtr, valueLen).slice(), cas: nextCas++ });
-      return WasmResult.Ok;
+      return shared.set(readString(keyPtr, keyLen), bytesAt(valuePtr, valueLen), cas);
     },
     proxy_get_current_time_nanoseconds(timePtr) {
-      memory().setBigUint64(timePtr >>> 0, BigInt(Math.floor(nowMs())) * 1_000_000n, true);
+      writeU64(guest, timePtr, BigInt(Math.floor(nowMs())) * 1_000_000n);
       return WasmResult.Ok;
     },
   };
@@ -146,7 +121,15 @@ export async function configureFilter(
     if (imp.kind !== "function") {
       throw new Error(`the module imports ${imp.kind} ${imp.module}.${imp.name}; a proxy-wasm filter must not`);
     }
-    const fn = imp.module === "env" && Object.hasOwn(emulated, imp.name) ? emulated[imp.name] : undefined;
+    const fn = imp.module === "env" && Object.hasOwn(emulated, imp.name)
+      ? emulated[imp.name]
+      : imp.module === "wasi_snapshot_preview1" && imp.name === "clock_time_get"
+        ? (id: number, _precision: bigint, ptr: number) => {
+          // One clock serves both ids: configure reads the time but never waits on it.
+          const ns = BigInt(Math.floor(nowMs())) * 1_000_000n;
+          return wasiClockTimeGet(guest, id, ptr, ns, ns);
+        }
+        : undefined;
     importObject[imp.module] ??= {};
     importObject[imp.module][imp.name] = fn ?? (() => {
       outcome.unimplementedCalls.push(`${imp.module}.${imp.name}`);

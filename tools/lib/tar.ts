@@ -1,12 +1,15 @@
 // A reproducible ustar writer: the same entries always give the same bytes (mtime 0, uid/gid 0, no user or group
-// names, fixed modes, entries in the order given). That is what makes the OCI layer digest a function of the wasm
-// alone. Only what the OCI image needs is supported: regular files and directories with short ASCII names.
+// names, fixed modes, entries in the order given). That is what makes the OCI layer digest a function of its files
+// alone. Only what the OCI images need is supported: regular files and directories with short ASCII names. Modes
+// default to 0644 (files) and 0755 (directories); an entry may ask for another mode (an executable: 0755).
 
 /** One tar entry. Directory names end with "/". */
 export interface TarEntry {
   name: string;
   /** File content; omitted for directories. */
   data?: Uint8Array;
+  /** Permission bits; default 0644 for files, 0755 for directories. */
+  mode?: number;
 }
 
 const BLOCK = 512;
@@ -25,7 +28,7 @@ function header(entry: TarEntry): Uint8Array {
   if (name.length > 100 || /[^\x20-\x7e]/.test(entry.name)) throw new Error(`tar entry name not supported: ${entry.name}`);
   const h = new Uint8Array(BLOCK);
   h.set(name, 0);
-  writeOctal(h, 100, 8, isDir ? 0o755 : 0o644); // mode
+  writeOctal(h, 100, 8, entry.mode ?? (isDir ? 0o755 : 0o644)); // mode
   writeOctal(h, 108, 8, 0); // uid
   writeOctal(h, 116, 8, 0); // gid
   writeOctal(h, 124, 12, isDir ? 0 : entry.data?.length ?? 0); // size

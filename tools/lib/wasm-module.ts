@@ -1,15 +1,7 @@
 // Loads a .wasm file and checks that it is a proxy-wasm filter before anything packages, pushes or runs it.
 import { readFile, stat } from "node:fs/promises";
 import { UserError } from "./errors.ts";
-
-/** The exports Envoy's proxy-wasm host (ABI 0.2.x) needs from a filter; without them Envoy rejects the module. */
-export const REQUIRED_PROXY_WASM_EXPORTS = [
-  "memory",
-  "malloc",
-  "proxy_on_context_create",
-  "proxy_on_vm_start",
-  "proxy_on_configure",
-] as const;
+import { ABI_VERSION_EXPORT, missingExports } from "./proxy-wasm-abi.ts";
 
 /** A compiled proxy-wasm module together with its bytes. */
 export interface LoadedWasm {
@@ -24,14 +16,9 @@ const WASM_MAGIC = [0x00, 0x61, 0x73, 0x6d];
 
 /** Checks compiled exports against what Envoy needs; returns the ABI marker or throws a UserError naming what is missing. */
 export function checkProxyWasmExports(module: WebAssembly.Module, label: string): string {
-  const exports = new Map(WebAssembly.Module.exports(module).map((e) => [e.name, e.kind]));
-  const abi = [...exports.keys()].find((name) => /^proxy_abi_version_\d+_\d+_\d+$/.test(name));
-  const missing: string[] = [];
-  if (!abi) missing.push("proxy_abi_version_*");
-  for (const name of REQUIRED_PROXY_WASM_EXPORTS) {
-    const want = name === "memory" ? "memory" : "function";
-    if (exports.get(name) !== want) missing.push(name);
-  }
+  const exports = WebAssembly.Module.exports(module);
+  const abi = exports.map((e) => e.name).find((name) => ABI_VERSION_EXPORT.test(name));
+  const missing = [...(abi ? [] : ["proxy_abi_version_*"]), ...missingExports(exports)];
   if (missing.length > 0) {
     throw new UserError(`${label} is not a proxy-wasm module: missing export${missing.length > 1 ? "s" : ""} ${missing.join(", ")}`);
   }
