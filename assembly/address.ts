@@ -1,5 +1,6 @@
 // Client addresses as 128-bit values. IPv4 is held in its IPv4-mapped IPv6 form (::ffff:a.b.c.d), so an
-// IPv4-mapped IPv6 address and the plain IPv4 address are the same value. Parsing works on raw UTF-8
+// IPv4-mapped IPv6 address, an address of the NAT64 well-known prefix (64:ff9b::a.b.c.d) and the plain
+// IPv4 address are the same value. Parsing works on raw UTF-8
 // bytes in linear memory (header and property values straight from the host) and allocates nothing;
 // any input, however hostile, either parses or returns false.
 
@@ -10,6 +11,9 @@ export let parsedLo: u64 = 0;
 
 /** The marker in the low word's upper half that makes an address IPv4(-mapped). */
 export const V4_MARK: u64 = 0x0000ffff00000000;
+
+/** The high word of the NAT64 well-known prefix 64:ff9b::/96, whose addresses parse as the IPv4 they embed. */
+export const NAT64_HI: u64 = 0x0064ff9b00000000;
 
 /** Whether hi/lo is an IPv4 (or IPv4-mapped IPv6) address. */
 // @ts-ignore: decorator
@@ -125,6 +129,11 @@ function parseV6(p: usize, end: usize): bool {
     else { v = <u64>load<u16>(groups + (src << 1)); src++; }
     if (g < 4) hi = (hi << 16) | v;
     else lo = (lo << 16) | v;
+  }
+  // IPv4 embedded in the NAT64 well-known prefix 64:ff9b::/96 (RFC 6052) is that IPv4 client.
+  if (hi == NAT64_HI && (lo >>> 32) == 0) {
+    hi = 0;
+    lo |= V4_MARK;
   }
   parsedHi = hi;
   parsedLo = lo;

@@ -95,6 +95,16 @@ export class Config {
   escalation: f64 = 2;
   banMaxMs: u64 = 86_400_000;
   forgetAfterMs: u64 = 86_400_000;
+  /** ban.range: distinct banned clients in one range within the window that ban the range (0 = off). */
+  rangeThreshold: i32 = 5;
+  /** ban.range.window in ms. */
+  rangeWindowMs: u64 = 600_000;
+  /** ban.range.ban: how long a range ban lasts, in ms. */
+  rangeBanMs: u64 = 3_600_000;
+  /** ban.range.prefixes.ipv4 (0 = no IPv4 range bans, the default: carrier-grade NAT shares /24s). */
+  rangePrefixV4: i32 = 0;
+  /** ban.range.prefixes.ipv6 (0 = no IPv6 range bans). */
+  rangePrefixV6: i32 = 48;
   responseStatus: u32 = 403;
   responseBody: ArrayBuffer = String.UTF8.encode("Forbidden\n");
   responseHeaderNames: string[] = ["content-type"];
@@ -466,6 +476,41 @@ function parseResponse(ck: Checker, v: JValue, cfg: Config): void {
   }
 }
 
+/** Largest ban.range.threshold (a range entry remembers this many distinct clients). */
+export const MAX_RANGE_THRESHOLD: i32 = 16;
+
+// ban.range: { threshold, window, ban, prefixes: { ipv4, ipv6 } }. A range prefix must be shorter than
+// the client prefix of its family (prefixes.*, parsed before), or 0 for off.
+function parseRange(ck: Checker, v: JValue, cfg: Config): void {
+  const path = "ban.range";
+  if (!ck.object(v, path)) return;
+  ck.only(v, path, ["threshold", "window", "ban", "prefixes"]);
+  let th = v.get("threshold");
+  if (th !== null) {
+    if (th.isInteger() && (th.num == 0 || (th.num >= 2 && th.num <= <f64>MAX_RANGE_THRESHOLD))) cfg.rangeThreshold = <i32>th.num;
+    else ck.bad(path + ".threshold", "0 (off) or an integer from 2 to " + MAX_RANGE_THRESHOLD.toString(), th);
+  }
+  let w = v.get("window");
+  if (w !== null) cfg.rangeWindowMs = ck.duration(w, path + ".window", false, cfg.rangeWindowMs);
+  let b = v.get("ban");
+  if (b !== null) cfg.rangeBanMs = ck.duration(b, path + ".ban", false, cfg.rangeBanMs);
+  let pf = v.get("prefixes");
+  if (pf !== null && ck.object(pf, path + ".prefixes")) {
+    ck.only(pf, path + ".prefixes", ["ipv4", "ipv6"]);
+    let p4 = pf.get("ipv4");
+    if (p4 !== null) cfg.rangePrefixV4 = rangePrefix(ck, p4, path + ".prefixes.ipv4", 8, cfg.prefixV4, "prefixes.ipv4");
+    let p6 = pf.get("ipv6");
+    if (p6 !== null) cfg.rangePrefixV6 = rangePrefix(ck, p6, path + ".prefixes.ipv6", 16, cfg.prefixV6, "prefixes.ipv6");
+  }
+}
+
+function rangePrefix(ck: Checker, v: JValue, path: string, min: i32, client: i32, clientPath: string): i32 {
+  if (v.isInteger() && (v.num == 0 || (v.num >= <f64>min && v.num < <f64>client))) return <i32>v.num;
+  ck.bad(path, "0 (off) or a prefix length from " + min.toString() + " to " + (client - 1).toString() +
+    " (shorter than " + clientPath + " = " + client.toString() + ")", v);
+  return 0;
+}
+
 /** Parses and validates a pluginConfig string. Never throws. */
 export function parseConfig(text: string): ParseResult {
   let res = new ParseResult();
@@ -552,7 +597,7 @@ export function parseConfig(text: string): ParseResult {
 
   let ban = root.get("ban");
   if (ban !== null && ck.object(ban, "ban")) {
-    ck.only(ban, "ban", ["escalation", "max", "forgetAfter"]);
+    ck.only(ban, "ban", ["escalation", "max", "forgetAfter", "range"]);
     let esc = ban.get("escalation");
     if (esc !== null) {
       if (esc.kind == JKind.Number && esc.num >= 1 && esc.num <= 100) cfg.escalation = esc.num;
@@ -562,6 +607,8 @@ export function parseConfig(text: string): ParseResult {
     if (max !== null) cfg.banMaxMs = ck.duration(max, "ban.max", false, cfg.banMaxMs);
     let fa = ban.get("forgetAfter");
     if (fa !== null) cfg.forgetAfterMs = ck.duration(fa, "ban.forgetAfter", true, cfg.forgetAfterMs);
+    let range = ban.get("range");
+    if (range !== null) parseRange(ck, range, cfg);
   }
 
   let resp = root.get("response");

@@ -15,11 +15,12 @@ import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
 import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK, EXEMPT } from "./client";
 import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
-import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
+import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
 import { Table, FAILED } from "./table";
+import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
@@ -50,12 +51,23 @@ function settle(): void {
 const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
+const PLUGIN_NAME = bytes("plugin_name");
+const PLUGIN_ROOT_ID = bytes("plugin_root_id");
 const GRPC_STATUS = bytes("grpc-status");
+
+// The plugin's identity for its shared-data keys: Envoy's plugin name (Istio: <namespace>.<name> of the
+// WasmPlugin, unique per proxy), else the root id, else "" (see table.ts).
+function pluginIdentity(): string {
+  let n = readProperty(PLUGIN_NAME);
+  if (n == 0) n = readProperty(PLUGIN_ROOT_ID);
+  return String.UTF8.decodeUnsafe(valuePtr, <usize>n);
+}
 
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
 class GuardRoot extends RootContext {
   config: Config | null = null;
   table: Table | null = null;
+  ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
   private defined: bool = false;
@@ -80,13 +92,14 @@ class GuardRoot extends RootContext {
     }
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
-    let table = new Table(cfg.capacity);
+    let plugin = pluginIdentity();
+    let table = new Table(cfg.capacity, plugin);
     this.table = table;
+    this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, clockMs())) {
-      this.metrics.trackDelta(table.occupiedDelta);
-      log(LogLevelValues.info, "traffic-guard: capacity changed: moved " + table.moved.toString() + " of " +
-        table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
+      log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
+        " into " + table.sets.toString() + " sets while requests are served");
     }
     log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
@@ -172,15 +185,20 @@ class GuardHttp extends Context {
     this.lo = lo;
     this.mesh = mesh;
     this.tracked = true;
+    let now = clockMs();
+    if (cfg.rangeThreshold > 0 && !mesh) {
+      let ranges = changetype<Ranges>(this.guard.ranges);
+      if (ranges.check(cfg, hi, lo, now)) return this.deny(rules.DENY_BANNED, (ranges.banUntil - now + 999) / 1000);
+    }
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
     if (ruleSet[RULE_UA].enabled) {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
-    let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (decision == FAILED) {
       metrics.inc(m.INTERNAL_ERRORS);
       return FilterHeadersStatusValues.Continue;
@@ -243,6 +261,7 @@ class GuardHttp extends Context {
     let now = clockMs();
     let table = changetype<Table>(this.guard.table);
     let result = this.mesh ? meshUpdate(table, cfg, this.hi, this.lo, false, now, true) : table.errorResponse(cfg, this.hi, this.lo, now);
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
   }
@@ -251,9 +270,23 @@ class GuardHttp extends Context {
     settle();
   }
 
+  // Side effects of draining old sets during a capacity change: the gauge, and one line at the end.
+  private migrated(table: Table): void {
+    if (table.occupiedDelta != 0) {
+      this.guard.metrics.trackDelta(table.occupiedDelta);
+      table.occupiedDelta = 0;
+    }
+    if (table.completed) {
+      table.completed = false;
+      log(LogLevelValues.info, "traffic-guard: capacity change complete: this worker moved " + table.moved.toString() + " of " +
+        table.oldUsed.toString() + " client records into " + table.sets.toString() + " sets");
+    }
+  }
+
   // Side effects of an update that reached shared data: gauge, evictions, and a started ban.
   private landed(table: Table, cfg: Config, now: u64): void {
     let metrics = this.guard.metrics;
+    if (table.refused) metrics.inc(m.ADMISSIONS_REFUSED);
     if (table.filledSlot) metrics.trackOne();
     if (table.evicted) metrics.inc(m.EVICTIONS);
     let rule = table.banRule;
@@ -265,6 +298,16 @@ class GuardHttp extends Context {
         "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+      if (cfg.rangeThreshold > 0 && !this.mesh) {
+        let ranges = changetype<Ranges>(this.guard.ranges);
+        if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
+          metrics.inc(m.RANGE_BANS);
+          log(LogLevelValues.warn, "traffic-guard: banned range " + formatAddress(ranges.rangeHi, ranges.rangeLo) + "/" +
+            ranges.prefix.toString() + " for " + ((ranges.banUntil - now + 999) / 1000).toString() + "s: " +
+            ranges.clients.toString() + " clients banned within " + (cfg.rangeWindowMs / 1000).toString() + "s" +
+            (cfg.dryRun ? " (dry-run)" : ""));
+        }
+      }
     }
   }
 

@@ -14,8 +14,11 @@
 //   traffic_guard_evictions_total                client records replaced to make room
 //   traffic_guard_internal_errors_total          fail-open events
 //   traffic_guard_client_address_fallbacks_total unusable address header, peer address used
-//   traffic_guard_tracked_clients (gauge)        occupied client records
 //   traffic_guard_untrusted_address_headers_total an address header from a peer not in trustedPeers, ignored
+//   traffic_guard_admissions_refused_total       requests of new clients left untracked: every record of
+//                                                their set held evidence or a ban (see table.ts)
+//   traffic_guard_range_bans_total               ranges banned by ban.range escalation (see ranges.ts)
+//   traffic_guard_tracked_clients (gauge)        occupied client records
 
 import { define_metric, increment_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 
@@ -35,6 +38,8 @@ export const COUNTER_NAMES: string[] = [
   "traffic_guard_internal_errors_total",
   "traffic_guard_client_address_fallbacks_total",
   "traffic_guard_untrusted_address_headers_total",
+  "traffic_guard_admissions_refused_total",
+  "traffic_guard_range_bans_total",
 ];
 /** The gauge's name. */
 export const GAUGE_TRACKED = "traffic_guard_tracked_clients";
@@ -55,6 +60,10 @@ export const INTERNAL_ERRORS: i32 = 11;
 export const FALLBACKS: i32 = 12;
 /** Index of traffic_guard_untrusted_address_headers_total. */
 export const UNTRUSTED: i32 = 13;
+/** Index of traffic_guard_admissions_refused_total. */
+export const ADMISSIONS_REFUSED: i32 = 14;
+/** Index of traffic_guard_range_bans_total. */
+export const RANGE_BANS: i32 = 15;
 
 /** Metric ids of one VM. A metric the host refused to define has id 0 and is skipped. */
 export class Metrics {

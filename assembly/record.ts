@@ -7,7 +7,7 @@
 //
 // Little endian, as wasm memory is; the bytes are only ever read by this module.
 
-import { Config } from "./config";
+import { Config, RULE_ERRORS } from "./config";
 import { refill } from "./bucket";
 
 /** Bytes per tracked client. */
@@ -112,4 +112,61 @@ export function isExpired(r: usize, now: u64, cfg: Config): bool {
     if (refill(tokens(r, i), elapsed, rule) < <f64>rule.requests) return false;
   }
   return true;
+}
+
+/** classify(): a record that has decayed to nothing (see isExpired); any newcomer may take its slot. */
+export const EXPIRED: i32 = 0;
+/** classify(): a live record without evidence (at most one token spent per bucket, no error, no ban). */
+export const PROBATION: i32 = 1;
+/** classify(): a record holding evidence: an error counted, more than one token spent, or strikes. */
+export const EVIDENCE: i32 = 2;
+/** classify(): a record whose ban is running. */
+export const BANNED: i32 = 3;
+
+/**
+ * How much a record is worth keeping against a newcomer (see table.ts, admission). A client seen once
+ * has spent one token of `rate` (and of `userAgent` when it matched), which is no evidence: a flood of
+ * one-request addresses looks exactly like that. A counted error response, a second token spent
+ * within the refill window, a ban or a remembered ban (strikes) is evidence.
+ */
+export function classify(r: usize, now: u64, cfg: Config): i32 {
+  let until = banUntil(r);
+  if (until > now) return BANNED;
+  let evidence = strikes(r) > 0 && now - until < cfg.forgetAfterMs;
+  let elapsed = now > updated(r) ? now - updated(r) : 0;
+  let full = true;
+  for (let i = 0; i < 3; i++) {
+    let rule = cfg.rules[i];
+    let deficit = <f64>rule.requests - refill(tokens(r, i), elapsed, rule);
+    if (deficit > 0) {
+      full = false;
+      if (i == RULE_ERRORS || deficit > 1.0) evidence = true;
+    }
+  }
+  if (evidence) return EVIDENCE;
+  return full ? EXPIRED : PROBATION;
+}
+
+/**
+ * Merges another record of the same client into `r`, both brought up to the same time: the later ban
+ * (with its rule), the higher strike count, the fewer tokens in each bucket. Returns whether `r` changed.
+ */
+export function merge(r: usize, src: usize): bool {
+  let changed = false;
+  if (banUntil(src) > banUntil(r)) {
+    setBanUntil(r, banUntil(src));
+    setBanRule(r, banRule(src));
+    changed = true;
+  }
+  if (strikes(src) > strikes(r)) {
+    setStrikes(r, strikes(src));
+    changed = true;
+  }
+  for (let i = 0; i < 3; i++) {
+    if (tokens(src, i) < tokens(r, i)) {
+      setTokens(r, i, tokens(src, i));
+      changed = true;
+    }
+  }
+  return changed;
 }

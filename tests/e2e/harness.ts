@@ -222,6 +222,8 @@ export const METRIC_NAMES = [
   "traffic_guard_internal_errors_total",
   "traffic_guard_client_address_fallbacks_total",
   "traffic_guard_untrusted_address_headers_total",
+  "traffic_guard_admissions_refused_total",
+  "traffic_guard_range_bans_total",
   "traffic_guard_tracked_clients",
 ] as const;
 

@@ -198,9 +198,13 @@ test("the tracked-clients gauge keeps matching the occupied records, and stays <
   churn(5000);
   check(2048, "grown to 2048 and full again");
   assert.ok(h.configure(conf(1024)));
-  check(1024, "shrunk back to 1024");
+  // Requests drain the 256 old sets, 8 per request; meanwhile both geometries hold records.
+  check(2048 + 1024, "shrinking to 1024, before any request");
+  churn(32);
+  check(1024, "shrunk back to 1024 once 32 requests drained the old sets");
   h.clock.advance("3h"); // every record expired
   assert.ok(h.configure(conf(4096)));
+  churn(16);
   check(4096, "grown to 4096 after every record expired");
 });
 

@@ -21,6 +21,8 @@ export const M = {
   internalErrors: "traffic_guard_internal_errors_total",
   fallbacks: "traffic_guard_client_address_fallbacks_total",
   untrusted: "traffic_guard_untrusted_address_headers_total",
+  admissionsRefused: "traffic_guard_admissions_refused_total",
+  rangeBans: "traffic_guard_range_bans_total",
   tracked: "traffic_guard_tracked_clients",
 } as const;
 
@@ -214,11 +216,24 @@ export function exampleConfig(overrides: Record<string, any> = {}): string {
   return JSON.stringify({ ...base, ...overrides });
 }
 
-/** A client-table key: "traffic-guard/t/<set count, 5 hex>/<set index, 5 hex>". */
-export const TABLE_KEY = /^traffic-guard\/t\/[0-9a-f]{5}\/[0-9a-f]{5}$/;
-/** The one other key the filter writes: the table geometry, for migration after a capacity change. */
-export const META_KEY = "traffic-guard/meta";
-/** The shared-data key of the clock offset (assembly/clock.ts), one per Envoy process. */
+/** The plugin name the emulator passes by default (its root id), which prefixes every shared-data key. */
+export const PLUGIN = "traffic-guard";
+/** A client-table key: "traffic-guard/<plugin>/t/<set count, 5 hex>/<set index, 5 hex>". */
+export const TABLE_KEY = /^traffic-guard\/traffic-guard\/t\/[0-9a-f]{5}\/[0-9a-f]{5}$/;
+/** The one other key the filter writes: the table geometry and hash secret, for every worker. */
+export const META_KEY = "traffic-guard/traffic-guard/meta";
+
+/** The key prefix of a plugin named `plugin` ("traffic-guard/" when the host passes no name). */
+export function keyPrefixOf(plugin: string): string {
+  return plugin === "" ? "traffic-guard/" : `traffic-guard/${plugin}/`;
+}
+
+/** Whether `key` is a client-table key of plugin `plugin`. */
+export function isTableKeyOf(plugin: string, key: string): boolean {
+  const p = keyPrefixOf(plugin) + "t/";
+  return key.startsWith(p) && /^[0-9a-f]{5}\/[0-9a-f]{5}$/.test(key.slice(p.length));
+}
+/** The shared-data key of the clock offset (assembly/clock.ts): one per Envoy process, shared by every plugin. */
 export const CLOCK_KEY = "traffic-guard/clock";
 
 /** The client-table keys in the store (excluding the geometry key). */

@@ -98,7 +98,7 @@ test("a full set evicts an expired record before the least recently used active 
   for (const p of [b1, b2, b3, b4, b5, b6]) assertDenied(send(p), 403, `${p} still banned`);
 });
 
-test("a set in which every record is banned replaces the ban that ends soonest", async () => {
+test("a set in which every record is banned keeps every ban and leaves a newcomer untracked", async () => {
   const peers = sameSetPeers(9);
   const h = await start({ capacity: 1024, rules: { rate: rateRule(1, "24h", "1h") } });
   const send = (peer: string) => h.vm(0).send({ peer });
@@ -107,11 +107,13 @@ test("a set in which every record is banned replaces the ban that ends soonest",
     assertDenied(send(p), 403, `ban ${p}`);
     h.clock.advance("1m"); // each ban ends one minute after the previous one
   }
-  assertPassed(send(peers[8]), "a 9th client still gets a slot");
-  assert.equal(h.metrics.get(M.evictions), 1);
-  for (const p of peers.slice(1, 8)) assertDenied(send(p), 403, `${p} (later ban end) is kept`);
-  // peers[0] had the soonest-ending ban: its record is gone, so it is a new client again.
-  assertPassed(send(peers[0]), "the soonest-ending ban was the one replaced");
+  const before = h.store.snapshot();
+  assertPassed(send(peers[8]), "a 9th client passes");
+  assertPassed(send(peers[8]), "and is not tracked: its one-per-day budget is not spent");
+  assert.deepEqual(h.store.changedSince(before), [], "the set was not written");
+  assert.equal(h.metrics.get(M.evictions), 0);
+  assert.equal(h.metrics.get(M.admissionsRefused), 2);
+  for (const p of peers.slice(0, 8)) assertDenied(send(p), 403, `${p} keeps its ban, the soonest-ending one too`);
 });
 
 test("the tracked-clients gauge counts occupied records and never exceeds capacity, with two VMs", async () => {

@@ -104,11 +104,23 @@ describe("IPv6 parsing", () => {
   });
 
   it("parses a dotted-quad tail", () => {
-    expect(ip("64:ff9b::192.0.2.33")).toBe(true);
-    expect(parsedHi).toBe(0x0064ff9b00000000);
+    expect(ip("64:ff9c::192.0.2.33")).toBe(true);
+    expect(parsedHi).toBe(0x0064ff9c00000000);
     expect(parsedLo).toBe(0x00000000c0000221);
     expect(ip("1:2:3:4:5:6:1.2.3.4")).toBe(true);
     expect(parsedLo).toBe(0x0005000601020304);
+  });
+
+  it("reads an address of the NAT64 well-known prefix 64:ff9b::/96 as the IPv4 address it embeds", () => {
+    expect(ip("64:ff9b::192.0.2.33")).toBe(true);
+    expect(parsedHi).toBe(0);
+    expect(parsedLo).toBe(V4_MARK | 0xc0000221);
+    expect(ip("64:ff9b::c000:221")).toBe(true);
+    expect(parsedLo).toBe(V4_MARK | 0xc0000221);
+    expect(formatAddress(parsedHi, parsedLo)).toBe("192.0.2.33");
+    // Outside the /96 (a non-zero word 2) it stays IPv6.
+    expect(ip("64:ff9b::1:c000:221")).toBe(true);
+    expect(parsedHi).toBe(0x0064ff9b00000000);
   });
 
   it("reads an IPv4-mapped IPv6 address as the same value as the IPv4 address", () => {
@@ -346,7 +358,7 @@ describe("formatAddress", () => {
 
   it("round-trips parse and format for canonical addresses", () => {
     let samples = ["::", "::1", "1::", "2001:db8::1", "1:0:0:1::", "fe80::1:2", "2001:db8:1:2::", "1:2:3:4:5:6:7:8",
-      "10.0.0.1", "255.255.255.255", "::fffe:0:1", "64:ff9b::c000:221"];
+      "10.0.0.1", "255.255.255.255", "::fffe:0:1", "64:ff9c::c000:221"];
     let wrong: string[] = [];
     for (let i = 0; i < samples.length; i++) {
       let s = showIp(samples[i]);

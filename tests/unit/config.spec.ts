@@ -74,6 +74,11 @@ function expectDefaults(cfg: Config): void {
   expect(cfg.escalation).toBe(2.0, "ban.escalation: 2");
   expect(cfg.banMaxMs).toBe(86_400_000, "ban.max: 24h");
   expect(cfg.forgetAfterMs).toBe(86_400_000, "ban.forgetAfter: 24h");
+  expect(cfg.rangeThreshold).toBe(5, "ban.range.threshold: 5");
+  expect(cfg.rangeWindowMs).toBe(600_000, "ban.range.window: 10m");
+  expect(cfg.rangeBanMs).toBe(3_600_000, "ban.range.ban: 1h");
+  expect(cfg.rangePrefixV4).toBe(0, "ban.range.prefixes.ipv4: 0 (off)");
+  expect(cfg.rangePrefixV6).toBe(48, "ban.range.prefixes.ipv6: 48");
   expect(cfg.responseStatus).toBe(403, "response.status: 403");
   expect(utf8(cfg.responseBody)).toBe("Forbidden\n", "response.body");
   expect(cfg.responseHeaderNames.join(",")).toBe("content-type");
@@ -461,7 +466,7 @@ describe("configuration: ban", () => {
 
   it("rejects a ban that is not an object and unknown fields", () => {
     expect(reject("{\"ban\":[]}")).toBe("ban: expected an object, got an array");
-    expect(reject("{\"ban\":{\"min\":\"1s\"}}")).toBe("ban.min: unknown field (expected one of: escalation, max, forgetAfter)");
+    expect(reject("{\"ban\":{\"min\":\"1s\"}}")).toBe("ban.min: unknown field (expected one of: escalation, max, forgetAfter, range)");
   });
 });
 

@@ -80,7 +80,7 @@ describe("configure", () => {
 
   it("defines every metric at configure time", () => {
     configure("{}");
-    expect(mock.metricCount()).toBe(15);
+    expect(mock.metricCount()).toBe(17);
     expect(counter("requests_total")).toBe(0);
   });
 

@@ -21,6 +21,8 @@ const COUNTERS = [
   "traffic_guard_internal_errors_total",
   "traffic_guard_client_address_fallbacks_total",
   "traffic_guard_untrusted_address_headers_total",
+  "traffic_guard_admissions_refused_total",
+  "traffic_guard_range_bans_total",
 ];
 
 // The counters that are non-zero, as "name=value".
@@ -38,10 +40,10 @@ function nonZero(): string {
 describe("metric definitions", () => {
   beforeEach(() => { mock.reset(); });
 
-  it("defines the fourteen counters and the gauge of the design, with their exact names", () => {
+  it("defines the sixteen counters and the gauge of the design, with their exact names", () => {
     let metrics = new m.Metrics();
     expect(metrics.define()).toBe(true);
-    expect(mock.metricCount()).toBe(15);
+    expect(mock.metricCount()).toBe(17);
     for (let i = 0; i < COUNTERS.length; i++) {
       expect(mock.metricType(COUNTERS[i])).toBe(0, COUNTERS[i] + " is a counter");
     }
@@ -105,7 +107,7 @@ describe("metric definitions", () => {
     let a = new m.Metrics(), b = new m.Metrics();
     a.define();
     b.define();
-    expect(mock.metricCount()).toBe(15);
+    expect(mock.metricCount()).toBe(17);
     a.inc(m.REQUESTS);
     b.inc(m.REQUESTS);
     expect(mock.metricValue("traffic_guard_requests_total")).toBe(2);

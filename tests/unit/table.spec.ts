@@ -306,28 +306,80 @@ describe("table replacement in a full set", () => {
     expect(t.request(cfg, 0, c[0], false, 20_000)).toBe(rules.DENY_BANNED);
   });
 
-  it("replaces the ban that ends soonest only when all eight are banned", () => {
+  it("never replaces a banned record with a newcomer, even when all eight are banned: it is refused", () => {
     let t = new Table(1024);
     let cfg = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
     let c = sameSet(t, 9);
     let key = keyString(t, c[0]);
-    // Banned at 0, 1, ..., 7 s, except c3 banned first (ends soonest).
-    let order: i32[] = [3, 0, 1, 2, 4, 5, 6, 7];
-    for (let k = 0; k < 8; k++) {
-      let i = order[k];
-      t.request(cfg, 0, c[i], false, <u64>k * 1000);
-      expect(t.request(cfg, 0, c[i], false, <u64>k * 1000)).toBe(rules.DENY_RATE);
-    }
-    for (let i = 0; i < 8; i++) expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0);
-    expect(t.request(cfg, 0, c[8], false, 10_000)).toBe(rules.PASS);
-    expect(t.evicted).toBe(true);
-    let slot3 = -1;
     for (let i = 0; i < 8; i++) {
-      if (i == 3) continue;
-      expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0, "a ban ending later is kept");
+      t.request(cfg, 0, c[i], false, <u64>i * 1000);
+      expect(t.request(cfg, 0, c[i], false, <u64>i * 1000)).toBe(rules.DENY_RATE);
     }
-    slot3 = slotOf(key, c[3]);
-    expect(slot3).toBe(-1, "the ban ending soonest was replaced");
+    let sets = mock.sharedSets();
+    expect(t.request(cfg, 0, c[8], false, 10_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+    expect(t.evicted).toBe(false);
+    expect(mock.sharedSets()).toBe(sets, "nothing written");
+    for (let i = 0; i < 8; i++) expect(slotOf(key, c[i])).toBeGreaterThanOrEqual(0, "every ban is kept");
+    // An error response of the refused client is evidence, but evidence does not displace a ban either.
+    expect(t.errorResponse(cfg, 0, c[8], 10_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+  });
+});
+
+describe("table admission", () => {
+  beforeEach(() => { mock.reset(); });
+
+  const RULES = "{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":10,\"per\":\"1h\"},\"ban\":\"1h\"},\"errors\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}";
+
+  it("lets a one-request newcomer replace only records on probation, the least recently updated first", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 10);
+    let key = keyString(t, c[0]);
+    t.request(cfg, 0, c[0], false, 0);
+    t.errorResponse(cfg, 0, c[0], 0); // evidence: a counted error
+    t.request(cfg, 0, c[1], false, 1000);
+    t.request(cfg, 0, c[1], false, 1000); // evidence: a second token within the window
+    for (let i = 2; i < 8; i++) t.request(cfg, 0, c[i], false, <u64>i * 1000); // probation
+    expect(t.request(cfg, 0, c[8], false, 9000)).toBe(rules.PASS);
+    expect(t.evicted).toBe(true);
+    expect(slotOf(key, c[2])).toBe(-1, "the oldest record on probation made room");
+    expect(slotOf(key, c[0])).toBeGreaterThanOrEqual(0, "the record with an error is kept although older");
+    expect(slotOf(key, c[1])).toBeGreaterThanOrEqual(0, "the record with two requests is kept although older");
+  });
+
+  it("refuses a one-request newcomer when every record holds evidence, and admits it once it brings an error", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 9);
+    let key = keyString(t, c[0]);
+    for (let i = 0; i < 8; i++) {
+      t.request(cfg, 0, c[i], false, <u64>i * 1000);
+      t.errorResponse(cfg, 0, c[i], <u64>i * 1000);
+    }
+    expect(t.request(cfg, 0, c[8], false, 9000)).toBe(rules.PASS);
+    expect(t.refused).toBe(true);
+    expect(slotOf(key, c[8])).toBe(-1);
+    expect(t.errorResponse(cfg, 0, c[8], 9000)).toBe(rules.PASS);
+    expect(t.refused).toBe(false);
+    expect(t.evicted).toBe(true);
+    expect(slotOf(key, c[0])).toBe(-1, "the least recently updated record with evidence made room");
+    expect(slotOf(key, c[8])).toBeGreaterThanOrEqual(0);
+  });
+
+  it("counts a record whose buckets refilled as expired again, so any newcomer may take its slot", () => {
+    let t = new Table(1024);
+    let cfg = cfgOf(RULES);
+    let c = sameSet(t, 9);
+    let key = keyString(t, c[0]);
+    for (let i = 0; i < 8; i++) {
+      t.request(cfg, 0, c[i], false, 0);
+      t.errorResponse(cfg, 0, c[i], 0);
+    }
+    expect(t.request(cfg, 0, c[8], false, 3_600_000)).toBe(rules.PASS);
+    expect(t.refused).toBe(false);
+    expect(slotOf(key, c[8])).toBeGreaterThanOrEqual(0);
   });
 });
 
@@ -494,6 +546,8 @@ describe("table migration after a capacity change", () => {
 
     let fresh = new Table(2048);
     expect(fresh.migrate(big, 1000)).toBe(true);
+    expect(fresh.oldUsed).toBe(0, "configure only records the new geometry");
+    fresh.finishMigration(big, 1000);
     expect(fresh.oldUsed).toBe(3);
     expect(fresh.moved).toBe(2);
     expect(fresh.occupiedDelta).toBe(-1, "three records left the old sets, two landed in new ones");
@@ -521,7 +575,52 @@ describe("table migration after a capacity change", () => {
     stale.request(small, 0, c, false, 0);
     let moved = new Table(2048);
     expect(moved.migrate(big, 0)).toBe(true);
-    expect(stale.request(small, 0, c, false, 1000)).toBe(rules.DENY_BANNED);
+    expect(stale.request(small, 0, c, false, 1000)).toBe(rules.DENY_BANNED, "old set not drained yet: still there");
+    expect(moved.request(big, 0, c, false, 1000)).toBe(rules.DENY_BANNED, "the new geometry merged the client's old set on access");
+    moved.finishMigration(big, 1000);
+    expect(stale.request(small, 0, c, false, 2000)).toBe(rules.DENY_BANNED);
     expect(stale.sets).toBe(256, "it now uses the recorded geometry");
+  });
+
+  it("merges a client's records from both geometries: the later ban, the higher strike count, the fewer tokens", () => {
+    let small = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let big = cfgOf("{\"capacity\":2048,\"rules\":{\"rate\":{\"limit\":{\"requests\":5,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let stale = new Table(1024);
+    stale.migrate(small, 0);
+    let c = v4(0x0a000001);
+    for (let i = 0; i < 6; i++) stale.request(small, 0, c, false, 0); // banned until 1h, strike 1
+    let moved = new Table(2048);
+    expect(moved.migrate(big, 0)).toBe(true);
+    // Before the new geometry drained the old set, the banned client's record there is in its way:
+    // the new geometry must merge it instead of creating a fresh record.
+    let newKey = keyString(moved, c);
+    expect(moved.request(big, 0, c, false, 1000)).toBe(rules.DENY_BANNED);
+    let r = changetype<usize>(recordOf(newKey, c));
+    expect(rec.strikes(r)).toBe(1);
+    expect(rec.banUntil(r)).toBe(3_600_000);
+    expect(rec.tokens(r, RULE_RATE)).toBeLessThan(1.0);
+  });
+
+  it("empties an old set with the CAS of its read and redoes the merge when another worker wrote it in between", () => {
+    let small = cfgOf("{\"capacity\":1024,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let big = cfgOf("{\"capacity\":2048,\"rules\":{\"rate\":{\"limit\":{\"requests\":1,\"per\":\"1h\"},\"ban\":\"1h\"}}}");
+    let stale = new Table(1024);
+    stale.migrate(small, 0);
+    let c = v4(0x0a000001);
+    stale.request(small, 0, c, false, 0);
+    let oldKey = keyString(stale, c);
+    let moved = new Table(2048);
+    moved.migrate(big, 0);
+    // Another worker (still on the old geometry) bans the client between our read and our emptying set.
+    let banned = changetype<ArrayBuffer>(mock.sharedValue(oldKey));
+    let slot = changetype<usize>(banned) + <usize>(slotOf(oldKey, c) * rec.RECORD_SIZE);
+    rec.setBanUntil(slot, 7_200_000);
+    rec.setStrikes(slot, 1);
+    mock.interfereWith(oldKey, banned);
+    moved.finishMigration(big, 1000);
+    let v = mock.sharedValue(oldKey);
+    expect(v !== null && v.byteLength == 0).toBe(true, "the old set was emptied");
+    expect(moved.request(big, 0, c, false, 2000)).toBe(rules.DENY_BANNED, "the ban written in between was merged, not lost");
+    expect(moved.banUntil).toBe(7_200_000);
   });
 });
