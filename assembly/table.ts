@@ -37,6 +37,7 @@
 // the update from its data. No update is lost, except in the 1-in-2^32 case that the other worker's
 // write drew exactly FRESH_CAS from Envoy's CAS counter at that instant.
 
+import { randomBits, random0, random1 } from "./entropy";
 import { get_shared_data, set_shared_data, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import * as imports from "@solo-io/proxy-runtime/assembly/imports";
 import { Config } from "./config";
@@ -93,11 +94,10 @@ export function keyOf(sets: u32, index: u32, plugin: string = ""): ArrayBuffer {
 }
 
 /**
- * Derives the table secret from `seed` (host time in ns at the first configure of the process) and the
- * plugin name. proxy-wasm-cpp-host offers RAND_bytes through WASI random_get, but this module imports
- * nothing but proxy-wasm host functions, so the secret comes from the nanosecond clock: the attacker
- * would have to know when the plugin was first configured to the nanosecond, and could only test a guess
- * by getting addresses banned in Envoy.
+ * Derives one half of the table secret from `seed` and the plugin name. The seed is 64 bits from the
+ * host's WASI random_get (entropy.ts); on a host without it, the host time in ns at the first configure of
+ * the process: the attacker would then have to know that instant to the nanosecond, and could only test a
+ * guess by getting addresses banned in Envoy.
  */
 export function secretFrom(seed: u64, plugin: string): u64 {
   let h: u64 = 0x243f6a8885a308d3;
@@ -267,8 +267,13 @@ export class Table {
       let stored: u32 = meta.result == WasmResultValues.Ok ? this.readMeta(meta.value) : 0;
       if (stored == 0) {
         // No table yet (or one of another version): draw the secret and record the geometry.
-        this.k0 = secretFrom(nanos() ^ now, this.plugin);
-        this.k1 = secretFrom(this.k0 ^ 0x9e3779b97f4a7c15, this.plugin);
+        if (randomBits()) {
+          this.k0 = secretFrom(random0, this.plugin);
+          this.k1 = secretFrom(random1, this.plugin);
+        } else {
+          this.k0 = secretFrom(nanos() ^ now, this.plugin);
+          this.k1 = secretFrom(this.k0 ^ 0x9e3779b97f4a7c15, this.plugin);
+        }
         let res = this.writeMeta(this.wanted, 0, cas);
         if (res == WasmResultValues.CasMismatch) continue;
         this.use(this.wanted, 0);

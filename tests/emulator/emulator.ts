@@ -52,6 +52,7 @@ import {
   writeU32,
   writeU64,
   wasiClockTimeGet,
+  wasiRandomGet,
   type SharedEntry,
   type Stat,
 } from "../../tools/lib/proxy-wasm-abi.ts";
@@ -97,6 +98,28 @@ export function durationMs(d: string | number): number {
 
 // ---------------------------------------------------------------------------------------------
 // Clock
+
+/**
+ * The host's random bytes (WASI random_get): a seeded xorshift generator, so tests are reproducible; a test that
+ * needs another secret gives another seed.
+ */
+export class Random {
+  private state: bigint;
+  constructor(seed = 0x9e3779b97f4a7c15n) {
+    this.state = BigInt.asUintN(64, seed) || 1n;
+  }
+  /** Fills `bytes` with the next pseudo-random bytes. */
+  fill(bytes: Uint8Array): void {
+    for (let i = 0; i < bytes.length; i++) {
+      let x = this.state;
+      x ^= BigInt.asUintN(64, x << 13n);
+      x ^= x >> 7n;
+      x ^= BigInt.asUintN(64, x << 17n);
+      this.state = x;
+      bytes[i] = Number(x & 0xffn);
+    }
+  }
+}
 
 /**
  * The clocks every VM reads; only tests move them. The wall clock is what
@@ -359,6 +382,8 @@ export interface HostOptions {
   module?: WebAssembly.Module;
   /** Initial wall-clock time in ms since the epoch. */
   startMs?: number;
+  /** Seed of the host's random bytes (WASI random_get); a fixed default keeps runs reproducible. */
+  randomSeed?: bigint;
 }
 
 const moduleCache = new Map<string, { mtimeMs: number; module: WebAssembly.Module }>();
@@ -381,6 +406,8 @@ export class Host {
   readonly store = new SharedDataStore();
   readonly metrics = new Metrics();
   readonly clock: Clock;
+  /** The random bytes WASI random_get serves. */
+  readonly random: Random;
   /** Every log line of every VM, in order. */
   readonly logs: LogEntry[] = [];
   /** Calls to imports the emulator does not implement (each returned Unimplemented). */
@@ -395,6 +422,7 @@ export class Host {
   private constructor(readonly options: HostOptions) {
     this.module = options.module ?? loadModule(options.wasm ?? DEFAULT_WASM);
     this.clock = new Clock(options.startMs);
+    this.random = new Random(options.randomSeed);
     this.rootId = options.rootId ?? "traffic-guard";
     this.vmConfig = utf8.encode(options.vmConfig ?? "");
   }
@@ -978,8 +1006,13 @@ export class Vm {
       },
     };
 
-    // WASI clock_time_get, the one WASI import proxy-wasm-cpp-host serves that the filter uses.
-    const wasi = {
+    // The WASI imports proxy-wasm-cpp-host serves that the filter uses: the clock and random bytes (from
+    // the host's seeded generator, so a test run is reproducible).
+    const wasi: Record<string, (...a: any[]) => number> = {
+      random_get: (ptr: number, len: number) => {
+        this.importCalls.set("random_get", (this.importCalls.get("random_get") ?? 0) + 1);
+        return wasiRandomGet(this.guest, ptr, len, (bytes) => this.host.random.fill(bytes));
+      },
       clock_time_get: (id: number, _precision: bigint, ptr: number) => {
         this.importCalls.set("clock_time_get", (this.importCalls.get("clock_time_get") ?? 0) + 1);
         const clock = this.host.clock;
@@ -989,9 +1022,9 @@ export class Vm {
     const env: Record<string, (...a: any[]) => number> = {};
     for (const imp of WebAssembly.Module.imports(this.host.module)) {
       if (imp.kind !== "function") throw new Error(`module imports ${imp.module}.${imp.name} (${imp.kind}); Envoy provides only functions`);
-      if (imp.module === "wasi_snapshot_preview1" && imp.name === "clock_time_get") continue;
+      if (imp.module === "wasi_snapshot_preview1" && Object.hasOwn(wasi, imp.name)) continue;
       if (imp.module !== "env" || !imp.name.startsWith("proxy_")) {
-        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI but clock_time_get, no env.abort)`);
+        throw new Error(`module imports ${imp.module}.${imp.name}, which a proxy-wasm host does not provide (no WASI but clock_time_get and random_get, no env.abort)`);
       }
       const f = impl[imp.name];
       const name = imp.name;

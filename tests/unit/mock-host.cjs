@@ -381,6 +381,10 @@ function createMockHost() {
 
   // WASI clock_time_get as proxy-wasm-cpp-host serves it (the shared core); the mock's one clock serves both ids.
   const wasi = {
+    // random_get: a fixed byte pattern, enough for specs that only need the call to succeed.
+    random_get(ptr, len) {
+      return abi.wasiRandomGet(guest, ptr, len, (bytes) => { for (let i = 0; i < bytes.length; i++) bytes[i] = (i * 37 + 11) & 0xff; });
+    },
     clock_time_get(id, _precision, out) {
       return abi.wasiClockTimeGet(guest, id, out, BigInt(state.timeNs), BigInt(state.timeNs));
     },

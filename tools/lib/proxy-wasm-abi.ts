@@ -401,3 +401,16 @@ export function wasiClockTimeGet(guest: GuestMemory, id: number, ptr: number, wa
     throw err;
   }
 }
+
+/**
+ * WASI `random_get` as proxy-wasm-cpp-host serves it (src/exports.cc, BoringSSL RAND_bytes): fills `len` bytes at
+ * `ptr` from `fill`; EFAULT when they do not fit in module memory.
+ */
+export function wasiRandomGet(guest: GuestMemory, ptr: number, len: number, fill: (bytes: Uint8Array) => void): number {
+  const memory = guest.memory().buffer;
+  ptr >>>= 0;
+  len >>>= 0;
+  if (ptr + len > memory.byteLength) return WasiErrno.Fault;
+  fill(new Uint8Array(memory, ptr, len));
+  return WasiErrno.Success;
+}

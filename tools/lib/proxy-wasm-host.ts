@@ -8,11 +8,12 @@
 // - the only property is `plugin_root_id`; any other is NotFound;
 // - every import this host does not emulate answers Unimplemented (12), which is what Envoy returns for calls
 //   that make no sense outside a request (and what the SDK must tolerate);
-// - WASI clock_time_get serves the wall clock for both clock ids;
+// - WASI clock_time_get serves the wall clock for both clock ids, random_get the system's random bytes;
 // - shared data starts empty, as in a freshly started Envoy (the filter touches it at configure time to record
 //   its table geometry).
+import { randomFillSync } from "node:crypto";
 import { BufferType, LOG_LEVEL_NAMES, MetricIds, SharedData, StatsScope, WasmResult, type GuestMemory } from "./proxy-wasm-abi.ts";
-import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, wasiClockTimeGet, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
+import { copyOut, copyOutRange, copyOutSharedEntry, defineMetric, wasiClockTimeGet, wasiRandomGet, writeU32, writeU64 } from "./proxy-wasm-abi.ts";
 
 export { WasmResult } from "./proxy-wasm-abi.ts";
 
@@ -129,7 +130,9 @@ export async function configureFilter(
           const ns = BigInt(Math.floor(nowMs())) * 1_000_000n;
           return wasiClockTimeGet(guest, id, ptr, ns, ns);
         }
-        : undefined;
+        : imp.module === "wasi_snapshot_preview1" && imp.name === "random_get"
+          ? (ptr: number, len: number) => wasiRandomGet(guest, ptr, len, (bytes) => randomFillSync(bytes))
+          : undefined;
     importObject[imp.module] ??= {};
     importObject[imp.module][imp.name] = fn ?? (() => {
       outcome.unimplementedCalls.push(`${imp.module}.${imp.name}`);

@@ -1,0 +1,27 @@
+// The table's hash secret comes from the host's WASI random_get, so nobody outside the process can
+// compute which addresses share a set (tests/filter/table-attacks.test.ts shows what that prevents).
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { META_KEY, start } from "./helpers.ts";
+
+// The 16 secret bytes of the meta value: u32 sets, u32 previous sets, u64 k0, u64 k1 (assembly/table.ts).
+function secretOf(meta: Uint8Array | undefined): string {
+  assert.ok(meta && meta.length >= 24, "the meta key holds the geometry and the secret");
+  return Buffer.from(meta.subarray(8, 24)).toString("hex");
+}
+
+test("the table secret is drawn from the host's random_get: another seed gives another secret, the same seed the same", async () => {
+  const a = await start({}, { randomSeed: 1n });
+  const b = await start({}, { randomSeed: 2n });
+  const a2 = await start({}, { randomSeed: 1n });
+  assert.ok((a.vms[0].importCalls.get("random_get") ?? 0) >= 1, "configure called random_get");
+  const sa = secretOf(a.store.get(META_KEY)?.value);
+  assert.notEqual(sa, secretOf(b.store.get(META_KEY)?.value));
+  assert.equal(sa, secretOf(a2.store.get(META_KEY)?.value));
+});
+
+test("every worker of one process uses the secret the first one drew, and draws no other", async () => {
+  const h = await start({}, { vms: 3, randomSeed: 7n });
+  const draws = h.vms.map((vm) => vm.importCalls.get("random_get") ?? 0);
+  assert.equal(draws.reduce((x, y) => x + y, 0), 1, `one draw in the process, got ${draws.join(",")}`);
+});
