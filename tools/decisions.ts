@@ -183,7 +183,12 @@ export function registerDecisions(program: Command, { io }: CommandContext): Com
       try {
         // The lease ends with the ban, so etcd deletes the record then and every proxy lifts it.
         const lease = await etcd.grant(Math.max(MIN_LEASE_SECONDS, Math.ceil(ms / 1000)));
-        await etcd.put({ key: decisionKey(prefix, n.client), value: encodeRecord(record), lease: lease.id });
+        try {
+          await etcd.put({ key: decisionKey(prefix, n.client), value: encodeRecord(record), lease: lease.id });
+        } catch (err) {
+          await etcd.revoke(lease.id).catch(() => undefined); // leave no lease behind a refused put
+          throw err;
+        }
       } catch (err) {
         storeError(err, etcd, opts.user);
       }

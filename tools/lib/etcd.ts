@@ -15,6 +15,7 @@
 // No dependency: node:http(s) carries the CA, client certificate and key that etcd's TLS options need.
 import { request as httpRequest, type IncomingMessage } from "node:http";
 import { request as httpsRequest } from "node:https";
+import { isIP } from "node:net";
 
 /** How to reach and authenticate to one etcd endpoint. */
 export interface EtcdOptions {
@@ -249,6 +250,11 @@ export class EtcdClient {
     return { id: res.ID, ttl: Number(res.TTL ?? "0") };
   }
 
+  /** /v3/lease/revoke: ends a lease now, deleting its keys. */
+  async revoke(id: string): Promise<void> {
+    await this.call("/v3/lease/revoke", { ID: id });
+  }
+
   /**
    * /v3/kv/txn: when every key in `ifMissing` is absent (create_revision 0), runs the puts and deletes; returns
    * whether it did. Without conditions it always runs.
@@ -352,16 +358,18 @@ export class EtcdClient {
     if (withToken && this.token !== undefined) headers.authorization = this.token;
     const https = this.url.protocol === "https:";
     const timeout = this.opts.timeoutMs ?? 5000;
+    const host = this.url.hostname.replace(/^\[|\]$/g, "");
     return new Promise((resolve, reject) => {
       const req = (https ? httpsRequest : httpRequest)(
         {
-          host: this.url.hostname.replace(/^\[|\]$/g, ""),
+          host,
           port: this.url.port || (https ? 443 : 80),
           path,
           method: "POST",
           headers,
           signal,
-          ...(https ? { ca: this.opts.ca, cert: this.opts.cert, key: this.opts.key, servername: this.url.hostname } : {}),
+          // SNI carries host names only (RFC 6066); an IP address is checked against the certificate's IP SANs.
+          ...(https ? { ca: this.opts.ca, cert: this.opts.cert, key: this.opts.key, ...(isIP(host) ? {} : { servername: host }) } : {}),
         },
         (res) => {
           req.setTimeout(0);
