@@ -12,6 +12,7 @@ import {
 } from "./lib/manifests.ts";
 import { checkPolicy, policyAsPluginConfig, readPolicyFile } from "./lib/policy.ts";
 import { loadProxyWasm } from "./lib/wasm-module.ts";
+import { decisionsBlock, parseDecisionsTarget, type DecisionsTarget } from "./lib/decisions-manifests.ts";
 import { renderSyncRbac } from "./sync.ts";
 import { renderMonitoring } from "./monitoring.ts";
 
@@ -43,6 +44,8 @@ interface ManifestOptions {
   monitoring?: boolean;
   label?: Record<string, string>;
   runbookUrl?: string;
+  decisions?: DecisionsTarget;
+  decisionsPrefix?: string;
 }
 
 /** Adds `traffic-guard manifests` to the program. */
@@ -77,6 +80,8 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
     .option("--monitoring", "print only the PrometheusRule, PodMonitor and Grafana dashboard ConfigMap (in --namespace, default istio-system; same as `traffic-guard monitoring`)")
     .option("--label <key=value>", "with --monitoring: extra label on every object (repeatable)", keyValue)
     .option("--runbook-url <url>", "with --monitoring: URL of docs/monitoring.md for the alerts' runbook_url")
+    .option("--decisions <host:port>", "share bans through the etcd Service at host:port (fills the policy's decisions block; docs/decisions.md)", parseDecisionsTarget)
+    .option("--decisions-prefix <prefix>", "with --decisions: the key space (decisions.prefix)")
     .action(async (opts: ManifestOptions, command: Command) => {
       if (opts.monitoring) {
         io.stdout(await renderMonitoring(opts, argv));
@@ -123,6 +128,8 @@ export function registerManifests(program: Command, { io, argv, defaultWasm }: C
       let pluginConfig: Record<string, unknown> = {};
       if (opts.policy !== undefined) pluginConfig = policyAsPluginConfig(await readPolicyFile(opts.policy));
       if (opts.trustedPeer) pluginConfig = withTrustedPeers(pluginConfig, opts.trustedPeer);
+      if (opts.decisions) pluginConfig = { ...pluginConfig, decisions: decisionsBlock(opts.decisions, pluginConfig.decisions, opts.decisionsPrefix) };
+      else if (opts.decisionsPrefix !== undefined) throw new UserError("--decisions-prefix goes with --decisions");
       const effective = opts.policyMode ? { ...pluginConfig, mode: opts.policyMode } : pluginConfig;
       // What Istio hands the filter: the pluginConfig serialised as JSON (nothing at all when it is empty).
       const wasm = await loadProxyWasm(opts.wasm);
