@@ -684,6 +684,10 @@ export class Vm {
   readonly propertyLookups: string[] = [];
   /** Calls per import name. */
   readonly importCalls = new Map<string, number>();
+  /** Calls per exported callback name (what Envoy would call into the module). */
+  readonly callbackCalls = new Map<string, number>();
+  /** Calls into the module's malloc to hand it host values (the copy-out of every value returned). */
+  mallocCalls = 0;
   private readonly metricIds = new MetricIds();
   private pluginConfig: Uint8Array | undefined;
   private vmConfigAvailable = false;
@@ -774,6 +778,7 @@ export class Vm {
     if (this.failed) throw new Error(`VM ${this.index} failed earlier and cannot run ${name}: ${this.failed.message}`);
     const fn = this.exports[name];
     if (typeof fn !== "function") throw new Error(`module does not export ${name}`);
+    this.callbackCalls.set(name, (this.callbackCalls.get(name) ?? 0) + 1);
     const prevStream = this.current;
     const prevDuring = this.during;
     this.current = stream;
@@ -809,7 +814,13 @@ export class Vm {
     return guarded(() => {}, () => writeU32(this.guest, ptr, v)) === WasmResult.Ok;
   }
   /** The module's memory and malloc, as the shared ABI helpers take them. */
-  private readonly guest = { memory: () => this.exports.memory, malloc: (size: number) => Number(this.exports.malloc(size)) };
+  private readonly guest = {
+    memory: () => this.exports.memory,
+    malloc: (size: number) => {
+      this.mallocCalls++;
+      return Number(this.exports.malloc(size));
+    },
+  };
   /** Records an ABI problem the shared helpers report (their result is InvalidMemoryAccess). */
   private readonly onProblem = (what: string): void => void this.bad(what);
   /** Hands a value to the module (see copyOut in tools/lib/proxy-wasm-abi.ts). */
