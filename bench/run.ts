@@ -2,6 +2,8 @@
  * `npm run bench`: what traffic-guard costs in real Envoy, side by side with Envoy's own per-client
  * limiter. Five single-worker Envoys (`--concurrency 1`, a direct_response route so the upstream
  * costs nothing) differ only in their HTTP filter:
+ *   0. the raw-ABI floor: a hand-written module with no SDK (bench/floor/floor.wat), the least any Wasm
+ *      filter costs; every configuration's added CPU is also given as a multiple of it;
  *   1. no filter;
  *   2. Envoy's native local_ratelimit with a per-remote_address dynamic descriptor, never limiting;
  *   3. traffic-guard on the allow path (all rules on, limits never reached);
@@ -23,7 +25,7 @@ import { availableParallelism, loadavg } from "node:os";
 import { ensureEnvoy } from "../dev/envoy.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
-import { buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
+import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { boostPriority, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 /** Parsed command-line options. */
@@ -72,6 +74,7 @@ function parseArgs(argv: string[]): Options {
 }
 
 const LABELS: Record<BenchConfig, string> = {
+  "raw-floor": "0. raw-ABI Wasm floor (bench/floor/floor.wat)",
   "no-filter": "1. no filter",
   "native-local-ratelimit": "2. Envoy local_ratelimit per remote_address",
   "guard-allow": "3. traffic-guard, allow path",
@@ -97,14 +100,14 @@ async function metric(envoy: RunningEnvoy, name: string): Promise<number> {
   return m ? Number(m[1]) : 0;
 }
 
-async function measure(mode: "single" | "churn", o: Options, wasm: { guard: string; noop: string; baseline?: string }): Promise<Row[]> {
+async function measure(mode: "single" | "churn", o: Options, wasm: { guard: string; noop: string; floor: string; baseline?: string }): Promise<Row[]> {
   const configs: readonly BenchConfig[] = wasm.baseline ? [...BENCH_CONFIGS, ...BASELINE_CONFIGS] : BENCH_CONFIGS;
   const source = mode === "churn" ? "xff" : "peer";
   const churn = mode === "churn" ? o.clients : undefined;
   const envoys = new Map<BenchConfig, RunningEnvoy>();
   try {
     for (const config of configs) {
-      const listener = benchListener(config, { guardWasm: wasm.guard, noopWasm: wasm.noop, baselineWasm: wasm.baseline, source });
+      const listener = benchListener(config, { guardWasm: wasm.guard, noopWasm: wasm.noop, floorWasm: wasm.floor, baselineWasm: wasm.baseline, source });
       const envoy = await startEnvoy({ label: `bench-${mode}-${config}`, concurrency: 1, logLevel: "warning", spec: { listeners: [listener] } });
       boostPriority(envoy.child.pid!);
       envoys.set(config, envoy);
@@ -154,14 +157,15 @@ export function table(rows: Row[]): string {
   const by = (c: BenchConfig) => rows.find((r) => r.config === c)!;
   const base = by("no-filter");
   const native = by("native-local-ratelimit");
+  const floor = by("raw-floor").cpuUs - base.cpuUs;
   const usPerReq = (r: Row) => 1e6 / r.rps;
   const lines = [
-    "| configuration | req/s (median) | runs (req/s) | p50 µs | p90 µs | p99 µs | × no filter | × native | added µs/req (1/throughput) | Envoy CPU µs/req | added CPU µs/req |",
-    "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    "| configuration | added CPU × floor | req/s (median) | runs (req/s) | p50 µs | p90 µs | p99 µs | × no filter | × native | added µs/req (1/throughput) | Envoy CPU µs/req | added CPU µs/req |",
+    "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
   ];
   for (const r of rows) {
     lines.push(
-      `| ${LABELS[r.config]} | ${r.rps.toFixed(0)} | ${r.runs.map((x) => x.rps.toFixed(0)).join(", ")} | ${r.p50.toFixed(0)} | ${r.p90.toFixed(0)} | ${r.p99.toFixed(0)} | ` +
+      `| ${LABELS[r.config]} | ${r.config === "no-filter" ? "" : floor > 0.2 ? ((r.cpuUs - base.cpuUs) / floor).toFixed(2) : "n/a"} | ${r.rps.toFixed(0)} | ${r.runs.map((x) => x.rps.toFixed(0)).join(", ")} | ${r.p50.toFixed(0)} | ${r.p90.toFixed(0)} | ${r.p99.toFixed(0)} | ` +
         `${(r.rps / base.rps).toFixed(3)} | ${(r.rps / native.rps).toFixed(3)} | ${(usPerReq(r) - usPerReq(base)).toFixed(2)} | ` +
         `${r.cpuUs.toFixed(2)} | ${(r.cpuUs - base.cpuUs).toFixed(2)} |`,
     );
@@ -192,7 +196,13 @@ function verdicts(rows: Row[]): string[] {
         return `- ${path} path against the baseline revision: ${now.toFixed(2)} µs vs ${then.toFixed(2)} µs Envoy CPU added per request (${(now / then).toFixed(2)} ×), ${(by(`guard-${path}`).rps / by(`baseline-${path}`).rps).toFixed(3)} × its throughput`;
       })
     : [];
+  const floor = addedCpu("raw-floor");
+  const floorLine =
+    floor > 0.2
+      ? `- allow path, every rule on: ${(addedCpu("guard-allow") / floor).toFixed(2)} × the raw-ABI floor's ${floor.toFixed(2)} µs (target ≤ 3): ${mark(addedCpu("guard-allow") <= 3 * floor)}; block path ${(addedCpu("guard-block") / floor).toFixed(2)} × (target: at most the allow path): ${mark(addedCpu("guard-block") <= addedCpu("guard-allow"))}`
+      : `- the raw-ABI floor's added cost (${floor.toFixed(2)} µs) is within the noise of this run, no ratio`;
   return [
+    floorLine,
     ...before,
     `- allow path: ${allow.toFixed(3)} × no-filter throughput (target ≥ 0.90): ${mark(allow >= 0.9)}`,
     `- block path: ${block.toFixed(3)} × no-filter throughput (target ≥ 1.0): ${mark(block >= 1.0)}`,
@@ -207,6 +217,7 @@ async function main(): Promise<void> {
   const wrkVersion = await checkWrk();
   const guard = ensureFilterBuilt((l) => process.stderr.write(`${l}\n`)).path;
   const noop = compileModule("bench/noop/index.ts", "noop.wasm");
+  const floor = await assembleWat("bench/floor/floor.wat", "floor.wasm");
   const baseline = o.baseline ? buildAtRevision(o.baseline, (l) => process.stderr.write(`${l}\n`)) : undefined;
   const modes = o.only ? [o.only] : (["single", "churn"] as const);
   process.stderr.write(
@@ -214,7 +225,7 @@ async function main(): Promise<void> {
       `wrk -t1 -c${o.connections} -d${o.duration}s x ${o.reps} reps x ${BENCH_CONFIGS.length + (baseline ? BASELINE_CONFIGS.length : 0)} configs x ${modes.length} modes\n`,
   );
   const results: Record<string, Row[]> = {};
-  for (const mode of modes) results[mode] = await measure(mode, o, { guard, noop, baseline: baseline?.path });
+  for (const mode of modes) results[mode] = await measure(mode, o, { guard, noop, floor, baseline: baseline?.path });
 
   const out: string[] = [
     `Envoy ${envoy.version}, --concurrency 1, direct_response; wrk -t1 -c${o.connections} -d${o.duration}s, ${o.reps} runs per configuration, alternated; ` +

@@ -75,7 +75,7 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
 }
 
 /** The benchmark configurations, in the order docs/benchmark.md lists them. */
-export const BENCH_CONFIGS = ["no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm"] as const;
+export const BENCH_CONFIGS = ["raw-floor", "no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm"] as const;
 
 /** The configurations `npm run bench -- --baseline <rev>` adds: traffic-guard at another revision, same pluginConfigs. */
 export const BASELINE_CONFIGS = ["baseline-allow", "baseline-block"] as const;
@@ -87,6 +87,8 @@ export type BenchConfig = (typeof BENCH_CONFIGS)[number] | (typeof BASELINE_CONF
 export interface BenchInputs {
   guardWasm: string;
   noopWasm: string;
+  /** The raw-ABI floor module (bench/floor/floor.wat, assembled). */
+  floorWasm: string;
   /** The filter built at the baseline revision (BASELINE_CONFIGS only). */
   baselineWasm?: string;
   /** traffic-guard's clientAddress source: "peer" for one client, "xff" for the XFF-churn run. */
@@ -142,6 +144,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     wasmPath,
   });
   const filters: Record<BenchConfig, HttpFilterSpec[]> = {
+    "raw-floor": [wasm("", inputs.floorWasm, "floor", "floor")],
     "no-filter": [],
     "native-local-ratelimit": [{ kind: "local_ratelimit", maxDynamicDescriptors: 20_000, tokensPerSecond: 1_000_000_000 }],
     "guard-allow": [wasm(allowPathConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],

@@ -5,7 +5,7 @@
  * compiled with the repository's asconfig release options.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "./envoy.ts";
@@ -84,4 +84,25 @@ export function buildAtRevision(rev: string, log: (line: string) => void = () =>
     rmSync(tree, { recursive: true, force: true });
   }
   return { path: out, commit };
+}
+
+/**
+ * Assembles a WebAssembly text file of this repository (bench/floor/floor.wat, the benchmark's raw-ABI
+ * floor) with binaryen into build/extra/<outName>, unless the output is newer than the source.
+ */
+export async function assembleWat(source: string, outName: string): Promise<string> {
+  const src = join(REPO_ROOT, source);
+  const outDir = join(REPO_ROOT, "build", "extra");
+  const out = join(outDir, outName);
+  mkdirSync(outDir, { recursive: true });
+  if (existsSync(out) && statSync(out).mtimeMs > statSync(src).mtimeMs) return out;
+  const binaryen = (await import("binaryen")).default;
+  const module = binaryen.parseText(readFileSync(src, "utf8"));
+  try {
+    if (!module.validate()) throw new Error(`${source} is not a valid WebAssembly module (binaryen's validation failed)`);
+    writeFileSync(out, module.emitBinary());
+  } finally {
+    module.dispose();
+  }
+  return out;
 }
