@@ -2,8 +2,16 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
-export * from "@solo-io/proxy-runtime/assembly/exports";
+// The SDK's ABI exports that traffic-guard uses, with host.ts's malloc in place of the SDK's (see host.ts).
+// proxy-wasm-cpp-host calls only the callbacks a module exports, and each call into V8 costs Envoy time
+// on every request, so the callbacks this filter has no use for stay unexported: the request and
+// response bodies, request trailers, metadata, gRPC callouts, proxy_on_done (for which cpp-host then
+// assumes "done") and proxy_on_log. proxy_on_delete stays: it releases the stream's context.
+export {
+  proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure, proxy_on_tick,
+  proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create, proxy_on_request_headers,
+  proxy_on_response_headers, proxy_on_response_trailers, proxy_on_http_call_response, proxy_on_delete,
+} from "@solo-io/proxy-runtime/assembly/exports";
 export { free } from "@solo-io/proxy-runtime/assembly/malloc";
 export { malloc } from "./host";
 import {

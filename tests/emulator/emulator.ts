@@ -33,6 +33,7 @@ import {
   BufferType,
   FilterHeadersStatus,
   HTTP_FILTER_EXPORTS,
+  STREAM_CALLBACK_DEFAULTS,
   HeaderMapType,
   LOG_LEVEL_NAMES,
   MetricIds,
@@ -777,7 +778,11 @@ export class Vm {
   call(name: string, stream: HttpStream | undefined, ...args: number[]): number {
     if (this.failed) throw new Error(`VM ${this.index} failed earlier and cannot run ${name}: ${this.failed.message}`);
     const fn = this.exports[name];
-    if (typeof fn !== "function") throw new Error(`module does not export ${name}`);
+    if (typeof fn !== "function") {
+      // cpp-host skips a stream callback the module does not export and goes on with its default.
+      if (stream !== undefined && Object.hasOwn(STREAM_CALLBACK_DEFAULTS, name)) return STREAM_CALLBACK_DEFAULTS[name];
+      throw new Error(`module does not export ${name}`);
+    }
     this.callbackCalls.set(name, (this.callbackCalls.get(name) ?? 0) + 1);
     const prevStream = this.current;
     const prevDuring = this.during;
