@@ -724,6 +724,18 @@ export class Vm {
     }
   }
 
+  /** The tick period the module asked for (proxy_set_tick_period_milliseconds; 0 = no ticks). */
+  tickPeriodMs = 0;
+
+  /**
+   * Delivers one timer tick to the root context (proxy_on_tick), as Envoy's dispatcher does every
+   * tickPeriodMs; tests move the clock themselves. Fails when the module asked for no ticks.
+   */
+  tick(): void {
+    if (this.tickPeriodMs === 0) throw new Error(`VM ${this.index}: the module set no tick period, so Envoy would never call proxy_on_tick`);
+    this.call("proxy_on_tick", undefined, this.rootContextId);
+  }
+
   /** Delivers a plugin configuration like Envoy: proxy_on_configure; returns what it returned. */
   configure(config: string | Uint8Array | object): boolean {
     this.pluginConfig = configBytes(config);
@@ -989,7 +1001,10 @@ export class Vm {
         this.host.violations.push(`proxy_set_effective_context(${id}) for an unknown context`);
         return WasmResult.BadArgument;
       },
-      proxy_set_tick_period_milliseconds: () => WasmResult.Ok,
+      proxy_set_tick_period_milliseconds: (ms: number) => {
+        this.tickPeriodMs = ms >>> 0;
+        return WasmResult.Ok;
+      },
       proxy_done: () => WasmResult.Ok,
       proxy_get_shared_data: (kp: number, kl: number, vpp: number, vsp: number, casPtr: number) => {
         const key = this.text(kp, kl);
