@@ -54,6 +54,7 @@ import {
   writeU64,
   wasiClockTimeGet,
   wasiRandomGet,
+  WasiErrno,
   type SharedEntry,
   type Stat,
 } from "../../tools/lib/proxy-wasm-abi.ts";
@@ -106,6 +107,8 @@ export function durationMs(d: string | number): number {
  */
 export class Random {
   private state: bigint;
+  /** When false, random_get returns ENOTSUP (a host without WASI random_get). */
+  available = true;
   constructor(seed = 0x9e3779b97f4a7c15n) {
     this.state = BigInt.asUintN(64, seed) || 1n;
   }
@@ -1042,6 +1045,7 @@ export class Vm {
     const wasi: Record<string, (...a: any[]) => number> = {
       random_get: (ptr: number, len: number) => {
         this.importCalls.set("random_get", (this.importCalls.get("random_get") ?? 0) + 1);
+        if (!this.host.random.available) return WasiErrno.NotSupported;
         return wasiRandomGet(this.guest, ptr, len, (bytes) => this.host.random.fill(bytes));
       },
       clock_time_get: (id: number, _precision: bigint, ptr: number) => {
