@@ -25,6 +25,8 @@ const { values: args } = parseArgs({
     etcd: { type: "string" },
     pid: { type: "string" },
     prefix: { type: "string", default: "traffic-guard/default/" },
+    // Polls that ask for keys only (same etcd read, smaller answers), to compare with the filter's polls.
+    "keys-only-polls": { type: "boolean", default: false },
   },
 });
 const PROXIES = Number(args.proxies);
@@ -136,7 +138,8 @@ async function timed(kind: string, path: string, body: string): Promise<string |
 
 async function poll(): Promise<void> {
   const next = String(Number(revision) + 1);
-  await timed("poll", "/v3/kv/range", `{"key":"${KEY}","range_end":"${END}","min_mod_revision":"${next}","serializable":true}`);
+  const keysOnly = args["keys-only-polls"] ? `,"keys_only":true` : "";
+  await timed("poll", "/v3/kv/range", `{"key":"${KEY}","range_end":"${END}","min_mod_revision":"${next}"${keysOnly},"serializable":true}`);
 }
 
 async function fullRange(): Promise<void> {
