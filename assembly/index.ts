@@ -24,6 +24,8 @@ import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
+import { Decisions } from "./decisions";
+import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assembly/imports";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -70,6 +72,8 @@ class GuardRoot extends RootContext {
   ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
+  /** The shared-decisions sync (null without a `decisions` block). */
+  decisions: Decisions | null = null;
   private defined: bool = false;
 
   createContext(context_id: u32): Context {
@@ -97,6 +101,11 @@ class GuardRoot extends RootContext {
     this.table = table;
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
+    let dc = cfg.decisions;
+    let had = this.decisions !== null;
+    this.decisions = dc === null ? null : new Decisions(cfg, table, changetype<Ranges>(this.ranges), this.metrics, plugin);
+    // The tick drives the sync; a host without ticks (a validating host) leaves it off, and nothing else changes.
+    if (dc !== null || had) proxy_set_tick_period_milliseconds(dc === null ? 0 : <u32>dc.intervalMs);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -105,6 +114,28 @@ class GuardRoot extends RootContext {
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
     return true;
   }
+
+  // The decisions sync runs on the tick and on the answers to its calls; both may leave garbage.
+  onTick(): void {
+    let d = this.decisions;
+    if (d === null) return;
+    d.tick();
+    settleRoot(d);
+  }
+
+  onHttpCallResponse(token: u32, headers: u32, body_size: u32, trailers: u32): void {
+    let d = this.decisions;
+    if (d === null) return;
+    d.onResponse(token, body_size);
+    settleRoot(d);
+  }
+}
+
+// A collection after a root callback of the decisions sync, once its garbage adds up (see settle).
+function settleRoot(d: Decisions): void {
+  charged += d.garbage;
+  d.garbage = 0;
+  settle();
 }
 
 // Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
@@ -298,6 +329,8 @@ class GuardHttp extends Context {
         "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+      let d = this.guard.decisions;
+      if (d !== null && !cfg.dryRun) d.noteBan(addr, table.banUntil, table.strike, RULE_NAMES[rule]);
       if (cfg.rangeThreshold > 0 && !this.mesh) {
         let ranges = changetype<Ranges>(this.guard.ranges);
         if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
@@ -306,6 +339,9 @@ class GuardHttp extends Context {
             ranges.prefix.toString() + " for " + ((ranges.banUntil - now + 999) / 1000).toString() + "s: " +
             ranges.clients.toString() + " clients banned within " + (cfg.rangeWindowMs / 1000).toString() + "s" +
             (cfg.dryRun ? " (dry-run)" : ""));
+          if (d !== null && !cfg.dryRun) {
+            d.noteBan(formatAddress(ranges.rangeHi, ranges.rangeLo) + "/" + ranges.prefix.toString(), ranges.banUntil, 1, "range");
+          }
         }
       }
     }

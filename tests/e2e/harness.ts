@@ -224,7 +224,12 @@ export const METRIC_NAMES = [
   "traffic_guard_untrusted_address_headers_total",
   "traffic_guard_admissions_refused_total",
   "traffic_guard_range_bans_total",
+  "traffic_guard_decisions_published_total",
+  "traffic_guard_decisions_applied_total",
+  "traffic_guard_decisions_lifted_total",
+  "traffic_guard_decisions_sync_errors_total",
   "traffic_guard_tracked_clients",
+  "traffic_guard_decisions_active",
 ] as const;
 
 /** A metric name from the contract. */
