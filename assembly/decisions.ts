@@ -77,6 +77,9 @@ const CALL_POLL: i32 = 3;
 const CALL_FULL: i32 = 4;
 
 const STATUS = bytes(":status");
+// The node id: Envoy 1.40 serves it as xds.node.id (its `node` attribute is empty in a root context);
+// older Envoys as node.id.
+const XDS_NODE_ID = bytes("xds\0node\0id");
 const NODE_ID = bytes("node\0id");
 /** Envoy's header map type of a callout's response headers. */
 const CALL_RESPONSE_HEADERS: i32 = 6;
@@ -146,7 +149,7 @@ export class Decisions {
   private table: Table;
   private ranges: Ranges;
   private metrics: m.Metrics;
-  /** This proxy's name in the records it publishes (Envoy's node id). */
+  /** This proxy's name in the records it publishes (Envoy's node id; Istio: sidecar~<ip>~<pod>.<ns>~...). */
   origin: string = "";
   private syncKey: ArrayBuffer = new ArrayBuffer(0);
   private queueKey: ArrayBuffer = new ArrayBuffer(0);
@@ -187,7 +190,8 @@ export class Decisions {
     this.table = table;
     this.ranges = ranges;
     this.metrics = metrics;
-    let n = readProperty(NODE_ID);
+    let n = readProperty(XDS_NODE_ID);
+    if (n == 0) n = readProperty(NODE_ID);
     this.origin = n > 0 ? String.UTF8.decodeUnsafe(valuePtr, <usize>n) : "";
     let prefix = pluginPrefix(plugin);
     this.syncKey = String.UTF8.encode(prefix + "d/sync");
@@ -199,6 +203,8 @@ export class Decisions {
     this.rangeKey = b64.encode(this.banPrefix);
     this.rangeEnd = b64.encode(this.dc.prefix + "bans0"); // '0' follows '/': every key under bans/
     this.path = [String.UTF8.encode("/v3/lease/grant"), String.UTF8.encode("/v3/kv/txn"), String.UTF8.encode("/v3/kv/range")];
+    log(LogLevelValues.info, "traffic-guard: decisions: cluster=" + this.dc.cluster + " prefix=" + this.dc.prefix + " origin=" +
+      (this.origin.length > 0 ? this.origin : "(none: node.id is not readable)") + " publish=" + (this.dc.publish ? "true" : "false"));
   }
 
   // ---- publishing (any worker, when one of its requests starts a ban) --------------------------------

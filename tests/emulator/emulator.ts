@@ -384,7 +384,7 @@ export interface HostOptions {
   startMs?: number;
   /** Seed of the host's random bytes (WASI random_get); a fixed default keeps runs reproducible. */
   randomSeed?: bigint;
-  /** Envoy's node.id (property "node\0id"); absent when undefined. */
+  /** Envoy's node id (property "xds\0node\0id", where Envoy 1.40 serves it); absent when undefined. */
   nodeId?: string;
   /** Clusters proxy_http_call may reach; Envoy answers BadArgument for any other. */
   clusters?: string[];
@@ -1147,7 +1147,7 @@ export class Vm {
     if (p === "plugin_root_id") return utf8.encode(this.host.rootId);
     if (p === "plugin_name") return utf8.encode(this.host.rootId);
     if (p === "plugin_vm_id") return utf8.encode("");
-    if (p === "node\0id") return this.host.nodeId === undefined ? undefined : utf8.encode(this.host.nodeId);
+    if (p === "xds\0node\0id") return this.host.nodeId === undefined ? undefined : utf8.encode(this.host.nodeId);
     return this.current?.properties.get(p);
   }
 
