@@ -49,7 +49,7 @@ export const BUCKET_MS: u64 = 10_000;
 /** A full range at least this often, to catch deletions and missed updates. */
 export const FULL_EVERY_MS: u64 = 60_000;
 /** Keys per page of a full range (at most; halved after an oversized response). */
-export const PAGE: i32 = 250;
+export const PAGE: i32 = 500;
 /** Largest response body read; a larger one is counted as an error. */
 export const MAX_BODY: u32 = 8 << 20;
 /** Largest record value accepted (bytes, after base64). */
@@ -409,8 +409,8 @@ export class Decisions {
     this.backoffMs = this.backoffMs == 0 ? this.dc.intervalMs : this.backoffMs * 2;
     if (this.backoffMs > MAX_BACKOFF_MS) this.backoffMs = MAX_BACKOFF_MS;
     this.backoffUntil = now + this.backoffMs;
-    this.fullNext = "";
-    this.needFull = true;
+    // A full range in progress resumes at the page that failed (unless restartFull dropped it).
+    if (this.fullNext.length == 0) this.needFull = true;
     log(LogLevelValues.debug, "traffic-guard: decisions: " + why + "; next attempt in " + this.backoffMs.toString() + "ms");
   }
 
@@ -436,6 +436,7 @@ export class Decisions {
     if (status != 200) {
       let code = json !== null && json.kind == JKind.Object ? json.get("code") : null;
       if (status == 400 && code !== null && code.kind == JKind.Number && code.num == 11) {
+        this.fullNext = ""; // its pages can no longer be read at one revision
         this.failed(now, "revision " + this.fullRevision + " was compacted: starting the full range again");
         return;
       }

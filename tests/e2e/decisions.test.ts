@@ -148,7 +148,7 @@ e2e("garbage in the store (bad JSON, binary, huge values, 100 000 keys) never tr
   try {
     const prefix = "traffic-guard/e2e5/";
     const n = 100_000;
-    await etcd.putMany(Array.from({ length: n }, (_, i) => [`${prefix}bans/junk-${i}`, `{"until":`] as [string, string]), undefined, 500);
+    await etcd.putMany(Array.from({ length: n }, (_, i) => [`${prefix}bans/junk-${i}`, `{"until":`] as [string, string]));
     await etcd.put(`${prefix}bans/127.0.0.11`, "not json at all");
     await etcd.put(`${prefix}bans/127.0.0.12`, Buffer.from([0xff, 0xfe, 0x00, 0x80, 0x22]));
     await etcd.put(`${prefix}bans/127.0.0.13`, "x".repeat(1_000_000));

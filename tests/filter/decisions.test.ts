@@ -63,7 +63,7 @@ test("the tick period is the interval, and exactly one worker of the process syn
   assert.equal(first.header(":path"), "/v3/kv/range");
   assert.equal(first.header(":authority"), "etcd", "the authority defaults to the cluster name");
   assert.equal(first.timeoutMs, 500);
-  assert.deepEqual(first.json(), { key: Buffer.from(BANS).toString("base64"), range_end: Buffer.from(PREFIX + "bans0").toString("base64"), limit: 250, serializable: true });
+  assert.deepEqual(first.json(), { key: Buffer.from(BANS).toString("base64"), range_end: Buffer.from(PREFIX + "bans0").toString("base64"), limit: 500, serializable: true });
   const later = h.httpCalls.slice(1).map((c) => c.json());
   assert.ok(later.length >= 2 && later.every((b) => b.min_mod_revision !== undefined && b.serializable === true), "then polls with min_mod_revision");
   assertHostClean(h);
@@ -228,7 +228,7 @@ test("bad base64 in a key or a value is skipped and counted", async () => {
 
 test("a compacted revision (HTTP 400, code 11) restarts the full range", async () => {
   const { h, etcd } = await proxy({}, 1);
-  for (let i = 0; i < 600; i++) etcd.put(BANS + `10.1.${i >> 8}.${i & 255}`, record(h, 600_000), 600_000);
+  for (let i = 0; i < 1200; i++) etcd.put(BANS + `10.1.${i >> 8}.${i & 255}`, record(h, 600_000), 600_000);
   etcd.compacted = etcd.revision + 1; // every read at a revision fails: the second page
   poll(h, etcd);
   assert.equal(h.metrics.get(M.decisionsSyncErrors), 1);
@@ -236,9 +236,9 @@ test("a compacted revision (HTTP 400, code 11) restarts the full range", async (
   poll(h, etcd, 2);
   const pages = etcd.calls.filter((c) => c.body.limit !== undefined);
   assert.ok(pages.length >= 4, "the full range started again and was paginated");
-  assert.equal(h.metrics.get(M.decisionsApplied), 600);
-  assertDenied(h.vm(0).send({ peer: "10.1.2.7:1" }));
-  assert.equal(h.metrics.get(M.decisionsActive), 600);
+  assert.equal(h.metrics.get(M.decisionsApplied), 1200);
+  assertDenied(h.vm(0).send({ peer: "10.1.4.7:1" }));
+  assert.equal(h.metrics.get(M.decisionsActive), 1200);
   assertHostClean(h);
 });
 
@@ -265,5 +265,32 @@ test("a syncing worker that goes silent is replaced by another", async () => {
   poll(h, etcd, 2);
   assert.ok(h.httpCalls.some((c) => c.vm === other), "the other worker took over");
   assertDenied(h.vm(0).send({ peer: "198.51.100.4:9" }));
+  assertHostClean(h);
+});
+
+test("a page of a full range that fails is retried after the back-off, not the whole range", async () => {
+  const { h, etcd } = await proxy({}, 1);
+  for (let i = 0; i < 1200; i++) etcd.put(BANS + `10.2.${i >> 8}.${i & 255}`, record(h, 600_000), 600_000);
+  let failedKey: string | undefined;
+  const fail = (c: HttpCall): void => {
+    const body = c.json();
+    etcd.override = undefined;
+    if (body.revision !== undefined) {
+      failedKey = body.key;
+      return c.fail(); // the second page
+    }
+    etcd.answer(c);
+    etcd.override = fail;
+  };
+  etcd.override = fail;
+  poll(h, etcd);
+  assert.ok(failedKey, "the second page was asked for");
+  etcd.override = undefined;
+  const before = etcd.calls.length;
+  poll(h, etcd, 2);
+  const next = etcd.calls.slice(before).filter((c) => c.body.limit !== undefined);
+  assert.equal(next[0].body.key, failedKey, "the retry asks for the page that failed");
+  assert.equal(h.metrics.get(M.decisionsApplied), 1200);
+  assert.equal(h.metrics.get(M.decisionsSyncErrors), 1);
   assertHostClean(h);
 });
