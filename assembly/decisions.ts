@@ -43,6 +43,7 @@ import { clockMs } from "./clock";
 import { Table, FRESH_CAS, MAX_ATTEMPTS, pluginPrefix } from "./table";
 import { Ranges } from "./ranges";
 import * as m from "./metrics";
+import * as scan from "./rangescan";
 
 /** Width of a lease bucket: bans ending in the same bucket share one lease, which ends with the bucket. */
 export const BUCKET_MS: u64 = 10_000;
@@ -86,7 +87,10 @@ const CALL_RESPONSE_HEADERS: i32 = 6;
 
 /** One key of the store as this worker last saw it. */
 class Known {
-  modRevision: string = "";
+  /** The key's mod_revision (-1: the store did not say). */
+  mod: i64 = -1;
+  /** The full range that last saw the key. */
+  gen: u32 = 0;
   kind: i32 = 0;
   hi: u64 = 0;
   lo: u64 = 0;
@@ -143,7 +147,7 @@ function maskBits(mhi: u64, mlo: u64): i32 {
 }
 
 /** The decisions sync of one VM: publishing (every worker) and the store sync (the elected worker). */
-export class Decisions {
+export class Decisions extends scan.KvSink {
   private dc: DecisionsConfig;
   private cfg: Config;
   private table: Table;
@@ -170,12 +174,18 @@ export class Decisions {
   private lastPoll: u64 = 0;
   private lastFull: u64 = 0;
   private needFull: bool = true;
-  private revision: string = "";
-  private fullRevision: string = "";
+  private revision: i64 = 0;
+  private fullRevision: i64 = 0;
   private fullNext: string = "";
-  private fullSeen: Set<string> = new Set<string>();
+  private gen: u32 = 0;
+  private scanBase: usize = 0;
+  private scanNow: u64 = 0;
+  private lastStart: i32 = -1;
+  private lastEnd: i32 = -1;
+  private k0: u64 = 0;
   private page: i32 = PAGE;
-  private known: Map<string, Known> = new Map<string, Known>();
+  // Every key of the store under the prefix, by a keyed 64-bit hash of its base64 form (see keyHash).
+  private known: Map<u64, Known> = new Map<u64, Known>();
   private pending: Pending[] = [];
   private leases: Map<u64, string> = new Map<u64, string>();
   private grantBucket: u64 = 0;
@@ -185,6 +195,7 @@ export class Decisions {
   garbage: usize = 0;
 
   constructor(cfg: Config, table: Table, ranges: Ranges, metrics: m.Metrics, plugin: string) {
+    super();
     this.cfg = cfg;
     this.dc = changetype<DecisionsConfig>(cfg.decisions);
     this.table = table;
@@ -196,7 +207,9 @@ export class Decisions {
     let prefix = pluginPrefix(plugin);
     this.syncKey = String.UTF8.encode(prefix + "d/sync");
     this.queueKey = String.UTF8.encode(prefix + "d/queue");
-    this.token = randomBits() ? (random0 | 1) : ((<u64>nowMs() * 0x9e3779b97f4a7c15) | 1);
+    let random = randomBits();
+    this.token = random ? (random0 | 1) : ((<u64>nowMs() * 0x9e3779b97f4a7c15) | 1);
+    this.k0 = random ? random1 : this.token * 0xff51afd7ed558ccd;
     let stale = this.dc.intervalMs * 3 + this.dc.timeoutMs;
     this.staleMs = stale < 5000 ? 5000 : stale;
     this.banPrefix = this.dc.prefix + "bans/";
@@ -362,8 +375,8 @@ export class Decisions {
   }
 
   private startFull(now: u64): void {
-    this.fullSeen.clear();
-    this.fullRevision = "";
+    this.gen++;
+    this.fullRevision = 0;
     this.fullNext = this.rangeKey;
     this.range(now, true);
   }
@@ -373,9 +386,9 @@ export class Decisions {
     let body: string;
     if (full) {
       body = "{\"key\":\"" + this.fullNext + "\",\"range_end\":\"" + this.rangeEnd + "\",\"limit\":" + this.page.toString() +
-        ",\"serializable\":true" + (this.fullRevision.length > 0 ? ",\"revision\":\"" + this.fullRevision + "\"" : "") + "}";
+        ",\"serializable\":true" + (this.fullRevision > 0 ? ",\"revision\":\"" + this.fullRevision.toString() + "\"" : "") + "}";
     } else {
-      let next = U64.parseInt(this.revision) + 1;
+      let next = this.revision + 1;
       body = "{\"key\":\"" + this.rangeKey + "\",\"range_end\":\"" + this.rangeEnd + "\",\"min_mod_revision\":\"" + next.toString() +
         "\",\"serializable\":true}";
       this.lastPoll = now;
@@ -429,15 +442,23 @@ export class Decisions {
       this.failed(now, "response of " + bodySize.toString() + " bytes is over the limit");
       return;
     }
-    let text = bodySize == 0 ? "" : String.UTF8.decode(get_buffer_bytes(BufferTypeValues.HttpCallResponseBody, 0, bodySize));
+    let body = bodySize == 0 ? new ArrayBuffer(0) : get_buffer_bytes(BufferTypeValues.HttpCallResponseBody, 0, bodySize);
+    if (status == 200 && (kind == CALL_POLL || kind == CALL_FULL)) {
+      // Range answers can be large: read without building a tree (rangescan.ts).
+      this.garbage += <usize>bodySize;
+      if (!this.ranged(body, kind == CALL_FULL, now)) return;
+      this.backoffMs = 0;
+      this.step(now);
+      return;
+    }
     this.garbage += <usize>bodySize * 12;
-    let parsed = parseJson(text);
+    let parsed = parseJson(String.UTF8.decode(body));
     let json: JValue | null = parsed.value;
     if (status != 200) {
       let code = json !== null && json.kind == JKind.Object ? json.get("code") : null;
       if (status == 400 && code !== null && code.kind == JKind.Number && code.num == 11) {
         this.fullNext = ""; // its pages can no longer be read at one revision
-        this.failed(now, "revision " + this.fullRevision + " was compacted: starting the full range again");
+        this.failed(now, "revision " + this.fullRevision.toString() + " was compacted: starting the full range again");
         return;
       }
       if (kind == CALL_TXN) this.leases.clear(); // a lease may have gone (expired, or a store that lost its data)
@@ -445,10 +466,7 @@ export class Decisions {
       return;
     }
     if (json === null || json.kind != JKind.Object) { this.failed(now, "the store's answer is not a JSON object"); return; }
-    let ok = false;
-    if (kind == CALL_GRANT) ok = this.granted(json);
-    else if (kind == CALL_TXN) ok = this.published(json);
-    else ok = this.ranged(json, kind == CALL_FULL, now);
+    let ok = kind == CALL_GRANT ? this.granted(json) : this.published(json);
     if (!ok) return;
     this.backoffMs = 0;
     this.step(now); // chain the next call (publishing, the next page) without waiting for a tick
@@ -476,41 +494,38 @@ export class Decisions {
   }
 
   // A range answer: applies its records; for a full range, follows pages and lifts what disappeared.
-  private ranged(json: JValue, full: bool, now: u64): bool {
-    let header = json.get("header");
-    let rev = header !== null && header.kind == JKind.Object ? header.get("revision") : null;
-    if (rev === null || rev.kind != JKind.String || !isDecimal(rev.str)) { this.failed(now, "range answer without a revision"); return false; }
-    let kvs = json.get("kvs");
-    if (kvs !== null && kvs.kind != JKind.Array) { this.failed(now, "range answer whose kvs is not a list"); return false; }
-    let count = json.get("count");
-    let total: i64 = count !== null && count.kind == JKind.String && isDecimal(count.str) ? I64.parseInt(count.str) : 0;
-    let more = json.get("more");
-    let hasMore = more !== null && more.kind == JKind.Bool && more.bool;
-    let lastKey = "";
-    if (kvs !== null) {
-      for (let i = 0; i < kvs.items.length; i++) {
-        let k = this.record(kvs.items[i], now);
-        if (full && k.length > 0) { this.fullSeen.add(k); lastKey = k; }
-      }
-    }
+  private ranged(body: ArrayBuffer, full: bool, now: u64): bool {
+    let p = changetype<usize>(body);
+    this.scanBase = p;
+    this.scanNow = now;
+    this.lastStart = -1;
+    if (!scan.scan(p, body.byteLength, this)) { this.failed(now, "the store's range answer is not JSON"); return false; }
+    let rev = scan.spanDecimal(p, scan.revStart, scan.revEnd);
+    if (rev < 0) { this.failed(now, "range answer without a revision"); return false; }
+    if (scan.kvsNotArray) { this.failed(now, "range answer whose kvs is not a list"); return false; }
+    let total = scan.countStart < 0 ? 0 : scan.spanDecimal(p, scan.countStart, scan.countEnd);
     if (!full) {
-      this.revision = rev.str;
+      this.revision = rev;
       if (<i64>this.known.size != total) this.needFull = true; // something disappeared (or was missed)
       this.metrics.setActive(this.active);
       return true;
     }
-    if (this.fullRevision.length == 0) this.fullRevision = rev.str;
-    if (hasMore && lastKey.length > 0) {
-      this.fullNext = b64.encode(lastKey + "\0");
-      return true;
+    if (this.fullRevision == 0) this.fullRevision = rev;
+    if (scan.more && this.lastStart >= 0) {
+      let last = b64.decode(String.UTF8.decodeUnsafe(p + <usize>this.lastStart, <usize>(this.lastEnd - this.lastStart)));
+      if (last !== null) {
+        let next = new ArrayBuffer(last.byteLength + 1); // the key right after the last one: append a NUL byte
+        memory.copy(changetype<usize>(next), changetype<usize>(last), <usize>last.byteLength);
+        this.fullNext = b64.encodeBytes(changetype<usize>(next), <usize>next.byteLength);
+        return true;
+      }
     }
     // The last page: keys we knew that are gone lift their bans.
     this.fullNext = "";
     let keys = this.known.keys();
     for (let i = 0; i < keys.length; i++) {
-      if (!this.fullSeen.has(keys[i])) this.forget(keys[i], now);
+      if (this.known.get(keys[i]).gen != this.gen) this.forget(keys[i], now);
     }
-    this.fullSeen.clear();
     this.revision = this.fullRevision;
     this.needFull = false;
     this.lastFull = now;
@@ -520,42 +535,46 @@ export class Decisions {
     return true;
   }
 
-  // Applies one key-value of a range answer; returns its key (decoded), or "" when the item is unusable.
-  private record(item: JValue, now: u64): string {
-    if (item.kind != JKind.Object) { this.malformed("", "a range item that is not an object"); return ""; }
-    let k = item.get("key"), mr = item.get("mod_revision");
-    if (k === null || k.kind != JKind.String) { this.malformed("", "a range item without a key"); return ""; }
-    let kb = b64.decode(k.str);
-    if (kb === null) { this.malformed(k.str, "a key that is not base64"); return ""; }
-    let key = String.UTF8.decode(changetype<ArrayBuffer>(kb));
-    let mod = mr !== null && mr.kind == JKind.String ? mr.str : "";
+  /** rangescan.ts: one item of kvs (spans into the body being read). */
+  kv(isObject: bool, ks: i32, ke: i32, ms: i32, me: i32, vs: i32, ve: i32): void {
+    if (!isObject || ks < 0) { this.malformed("", "a range item without a key"); return; }
+    let p = this.scanBase;
+    let now = this.scanNow;
+    // An unchanged key costs a hash and a lookup: nothing is decoded or allocated.
+    let key = this.keyHash(p + <usize>ks, ke - ks);
+    this.lastStart = ks;
+    this.lastEnd = ke;
+    let mod = scan.spanDecimal(p, ms, me);
     let prev: Known | null = this.known.has(key) ? this.known.get(key) : null;
-    if (prev !== null && mod.length > 0 && prev.modRevision == mod) return key; // unchanged
+    if (prev !== null && mod >= 0 && prev.mod == mod) { prev.gen = this.gen; return; } // unchanged
     let entry = new Known();
-    entry.modRevision = mod;
+    entry.mod = mod;
+    entry.gen = this.gen;
     this.known.set(key, entry);
-    this.read(key, item, entry, prev, now);
+    let text: string | null = "";
+    if (vs >= 0) {
+      if (ve - vs > (MAX_RECORD / 3 + 1) * 4) text = null;
+      else {
+        let vb = b64.decode(String.UTF8.decodeUnsafe(p + <usize>vs, <usize>(ve - vs)));
+        text = vb === null ? null : String.UTF8.decode(changetype<ArrayBuffer>(vb));
+      }
+    }
+    let kb = b64.decode(String.UTF8.decodeUnsafe(p + <usize>ks, <usize>(ke - ks)));
+    if (kb === null) this.malformed(String.UTF8.decodeUnsafe(p + <usize>ks, <usize>(ke - ks)), "a key that is not base64");
+    else if (text === null) this.malformed(String.UTF8.decode(changetype<ArrayBuffer>(kb)), "a value that is not base64 or over " + MAX_RECORD.toString() + " bytes");
+    else this.read(String.UTF8.decode(changetype<ArrayBuffer>(kb)), changetype<string>(text), entry, prev, now);
     // A changed record that no longer bans (malformed now, ended, allowed) lifts what it banned before.
     if (prev !== null && prev.applied > now) {
       if (entry.applied == 0) this.lift(prev, now);
-      else if (!prev.own) this.active--; // replaced by the new record, counted again below
+      else if (!prev.own) this.active--; // replaced by the new record, counted again by read()
     }
-    return key;
   }
 
   // Reads and applies the record of `key` into `entry`.
-  private read(key: string, item: JValue, entry: Known, prev: Known | null, now: u64): void {
-    let v = item.get("value");
+  private read(key: string, text: string, entry: Known, prev: Known | null, now: u64): void {
     if (!key.startsWith(this.banPrefix)) { this.malformed(key, "a key outside " + this.banPrefix); return; }
     let client = key.substring(this.banPrefix.length);
     if (!this.subject(client, entry)) { this.malformed(key, "a client that is not an address, a CIDR or a SPIFFE ID"); return; }
-    let text = "";
-    if (v !== null) {
-      if (v.kind != JKind.String || v.str.length > (MAX_RECORD / 3 + 1) * 4) { this.malformed(key, "a value over " + MAX_RECORD.toString() + " bytes"); return; }
-      let vb = b64.decode(v.str);
-      if (vb === null) { this.malformed(key, "a value that is not base64"); return; }
-      text = String.UTF8.decode(changetype<ArrayBuffer>(vb));
-    }
     if (!parseRecord(text)) { this.malformed(key, recordProblem); return; }
     entry.own = this.origin.length > 0 && recOrigin == this.origin;
     let wall = nowMs();
@@ -614,6 +633,17 @@ export class Decisions {
     return true;
   }
 
+  // The known-map key of a store key (its base64 bytes at p): a 64-bit hash keyed with this VM's random
+  // secret, so nobody who writes keys can aim two at one entry.
+  private keyHash(p: usize, n: i32): u64 {
+    let h: u64 = this.k0 ^ (<u64>n * 0x9e3779b97f4a7c15);
+    let i = 0;
+    for (; i + 8 <= n; i += 8) h = mix(h ^ load<u64>(p + <usize>i));
+    let t: u64 = 0;
+    for (let k = 0; i + k < n; k++) t |= <u64>load<u8>(p + <usize>(i + k)) << (<u64>k * 8);
+    return mix(h ^ t ^ 0xc4ceb9fe1a85ec53);
+  }
+
   // Whether `allow` covers the record's client.
   private allowed(client: string, e: Known): bool {
     if (e.kind == KIND_IDENTITY) {
@@ -660,7 +690,7 @@ export class Decisions {
   }
 
   // A key that is no longer in the store.
-  private forget(key: string, now: u64): void {
+  private forget(key: u64, now: u64): void {
     let e = this.known.get(key);
     this.known.delete(key);
     this.lift(e, now);
@@ -682,6 +712,13 @@ export class Decisions {
 }
 
 const TOKEN = memory.data(4);
+
+// The murmur3 64-bit finaliser.
+function mix(h: u64): u64 {
+  h ^= h >> 33; h *= 0xff51afd7ed558ccd;
+  h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53;
+  return h ^ (h >> 33);
+}
 
 // Whether s is a non-empty run of decimal digits (how etcd writes int64 fields).
 function isDecimal(s: string): bool {
