@@ -180,6 +180,9 @@ export class Decisions extends scan.KvSink {
   private gen: u32 = 0;
   private scanBase: usize = 0;
   private scanNow: u64 = 0;
+  // The full range in progress reads keys and revisions only (see startFull); one found a key it must read.
+  private keysOnly: bool = false;
+  private valuesNeeded: bool = false;
   private lastStart: i32 = -1;
   private lastEnd: i32 = -1;
   private k0: u64 = 0;
@@ -377,6 +380,10 @@ export class Decisions extends scan.KvSink {
   private startFull(now: u64): void {
     this.gen++;
     this.fullRevision = 0;
+    // After the first, a full range only looks for keys that are gone or changed unseen: it reads no values
+    // (keys_only), and when it finds a key it must read, one with values follows.
+    this.keysOnly = this.lastFull > 0 && !this.valuesNeeded;
+    this.valuesNeeded = false;
     this.fullNext = this.rangeKey;
     this.range(now, true);
   }
@@ -386,7 +393,7 @@ export class Decisions extends scan.KvSink {
     let body: string;
     if (full) {
       body = "{\"key\":\"" + this.fullNext + "\",\"range_end\":\"" + this.rangeEnd + "\",\"limit\":" + this.page.toString() +
-        ",\"serializable\":true" + (this.fullRevision > 0 ? ",\"revision\":\"" + this.fullRevision.toString() + "\"" : "") + "}";
+        (this.keysOnly ? ",\"keys_only\":true" : "") + ",\"serializable\":true" + (this.fullRevision > 0 ? ",\"revision\":\"" + this.fullRevision.toString() + "\"" : "") + "}";
     } else {
       let next = this.revision + 1;
       body = "{\"key\":\"" + this.rangeKey + "\",\"range_end\":\"" + this.rangeEnd + "\",\"min_mod_revision\":\"" + next.toString() +
@@ -527,7 +534,7 @@ export class Decisions extends scan.KvSink {
       if (this.known.get(keys[i]).gen != this.gen) this.forget(keys[i], now);
     }
     this.revision = this.fullRevision;
-    this.needFull = false;
+    this.needFull = this.valuesNeeded;
     this.lastFull = now;
     this.lastPoll = now;
     if (this.page < PAGE) this.page *= 2;
@@ -547,6 +554,11 @@ export class Decisions extends scan.KvSink {
     let mod = scan.spanDecimal(p, ms, me);
     let prev: Known | null = this.known.has(key) ? this.known.get(key) : null;
     if (prev !== null && mod >= 0 && prev.mod == mod) { prev.gen = this.gen; return; } // unchanged
+    if (this.keysOnly) {
+      if (prev !== null) prev.gen = this.gen; // still there; its new value is read by the full range that follows
+      this.valuesNeeded = true;
+      return;
+    }
     let entry = new Known();
     entry.mod = mod;
     entry.gen = this.gen;

@@ -294,3 +294,23 @@ test("a page of a full range that fails is retried after the back-off, not the w
   assert.equal(h.metrics.get(M.decisionsSyncErrors), 1);
   assertHostClean(h);
 });
+
+test("the periodic full range reads keys only, and a change it finds unseen is read by a full range with values", async () => {
+  const { h, etcd } = await proxy({}, 1);
+  poll(h, etcd);
+  etcd.put(BANS + "198.51.100.4", record(h, 600_000), 600_000);
+  // The poll that would have seen the new key is lost: the store answers it with no changes.
+  etcd.override = (c) => {
+    etcd.override = undefined;
+    c.respond(200, JSON.stringify({ header: { revision: String(etcd.revision) }, count: "0" }));
+  };
+  poll(h, etcd);
+  assertPassed(h.vm(0).send({ peer: "198.51.100.4:9" }), "not seen yet");
+  h.clock.advance("60s");
+  const before = etcd.calls.length;
+  etcd.sync();
+  const fulls = etcd.calls.slice(before).filter((c) => c.body.limit !== undefined).map((c) => c.body.keys_only === true);
+  assert.deepEqual(fulls, [true, false], "a keys-only full range, then one with values");
+  assertDenied(h.vm(0).send({ peer: "198.51.100.4:9" }), 403, "the missed record is applied");
+  assertHostClean(h);
+});

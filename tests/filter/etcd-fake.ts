@@ -1,7 +1,7 @@
 /**
  * An in-memory model of etcd's v3 JSON gateway, answering the emulator's callouts (HttpCall) the way
  * etcd 3.x does: POST /v3/lease/grant, /v3/kv/txn (puts), /v3/kv/range; keys and values base64; int64
- * fields as JSON strings; fields with default values left out; `count` is the number of keys in the
+ * fields as JSON strings; fields with default values left out (an empty value too); keys_only leaves values out; `count` is the number of keys in the
  * range before min_mod_revision filters them; a read at a compacted revision is HTTP 400 with code 11;
  * a put with an unknown lease is HTTP 400 with code 5. Leases expire on the emulator's wall clock.
  * The real-etcd tests (tests/e2e/decisions.test.ts) check the filter against the real thing.
@@ -119,7 +119,8 @@ export class EtcdFake {
       }
       const kvs = keys.map((k) => {
         const v = this.kv.get(k)!;
-        const o: Record<string, string> = { key: b64(k), create_revision: String(v.create), mod_revision: String(v.mod), version: "1", value: b64(v.value) };
+        const o: Record<string, string> = { key: b64(k), create_revision: String(v.create), mod_revision: String(v.mod), version: "1" };
+        if (!body.keys_only && v.value.length > 0) o.value = b64(v.value);
         if (v.lease) o.lease = v.lease;
         return o;
       });
