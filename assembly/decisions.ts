@@ -162,7 +162,9 @@ export class Decisions extends scan.KvSink {
   private banPrefix: string = "";
   private rangeKey: string = "";
   private rangeEnd: string = "";
-  private path: ArrayBuffer[] = [];
+  // The serialized request headers per path, and the cluster name, built once.
+  private headers: ArrayBuffer[] = [];
+  private cluster: ArrayBuffer = new ArrayBuffer(0);
 
   private holder: bool = false;
   private inflight: i32 = CALL_NONE;
@@ -218,7 +220,9 @@ export class Decisions extends scan.KvSink {
     this.banPrefix = this.dc.prefix + "bans/";
     this.rangeKey = b64.encode(this.banPrefix);
     this.rangeEnd = b64.encode(this.dc.prefix + "bans0"); // '0' follows '/': every key under bans/
-    this.path = [String.UTF8.encode("/v3/lease/grant"), String.UTF8.encode("/v3/kv/txn"), String.UTF8.encode("/v3/kv/range")];
+    let auth = this.dc.authority;
+    this.headers = [pairs(bytes("/v3/lease/grant"), auth), pairs(bytes("/v3/kv/txn"), auth), pairs(bytes("/v3/kv/range"), auth)];
+    this.cluster = String.UTF8.encode(this.dc.cluster);
     log(LogLevelValues.info, "traffic-guard: decisions: cluster=" + this.dc.cluster + " prefix=" + this.dc.prefix + " origin=" +
       (this.origin.length > 0 ? this.origin : "(none: node.id is not readable)") + " publish=" + (this.dc.publish ? "true" : "false"));
   }
@@ -405,9 +409,9 @@ export class Decisions extends scan.KvSink {
 
   // Sends one POST to the store; false (counted, backing off) when the host refused it.
   private call(kind: i32, path: i32, body: string, now: u64): bool {
-    let headers = pairs(this.path[path], this.dc.authority);
+    let headers = this.headers[path];
     let b = String.UTF8.encode(body);
-    let cluster = String.UTF8.encode(this.dc.cluster);
+    let cluster = this.cluster;
     let token = TOKEN;
     store<u32>(token, 0);
     let res = imports.proxy_http_call(changetype<usize>(cluster), cluster.byteLength, changetype<usize>(headers), headers.byteLength,
