@@ -44,6 +44,7 @@ import { Table, FRESH_CAS, MAX_ATTEMPTS, pluginPrefix } from "./table";
 import { Ranges } from "./ranges";
 import * as m from "./metrics";
 import * as scan from "./rangescan";
+import { noteBanLifted } from "./ban-cache";
 
 /** Width of a lease bucket: bans ending in the same bucket share one lease, which ends with the bucket. */
 export const BUCKET_MS: u64 = 10_000;
@@ -697,6 +698,7 @@ export class Decisions extends scan.KvSink {
   private lift(e: Known, now: u64): void {
     if (e.applied <= now) return;
     if (this.apply(e, 0, now)) {
+      noteBanLifted(); // every worker empties its ban cache on its next tick
       this.metrics.inc(m.DECISIONS_LIFTED);
       if (!e.own) this.active--;
     } else {

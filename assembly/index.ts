@@ -2,14 +2,23 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
-export * from "@solo-io/proxy-runtime/assembly/exports";
+// The SDK's ABI exports that traffic-guard uses, with host.ts's malloc in place of the SDK's (see host.ts).
+// proxy-wasm-cpp-host calls only the callbacks a module exports, and each call into V8 costs Envoy time
+// on every request, so the callbacks this filter has no use for stay unexported: the request and
+// response bodies, request trailers, metadata, gRPC callouts, proxy_on_done (for which cpp-host then
+// assumes "done") and proxy_on_log. proxy_on_delete stays: it releases the stream's context.
+export {
+  proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure, proxy_on_tick,
+  proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create, proxy_on_request_headers,
+  proxy_on_response_headers, proxy_on_response_trailers, proxy_on_http_call_response, proxy_on_delete,
+} from "@solo-io/proxy-runtime/assembly/exports";
 export { free } from "@solo-io/proxy-runtime/assembly/malloc";
 export { malloc } from "./host";
 import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assembly/imports";
 import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
@@ -19,13 +28,13 @@ import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, R
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
-import { Table, FAILED } from "./table";
+import { Table, FAILED, pluginPrefix } from "./table";
+import { cachedBanUntil, rememberBan, startBanCache, checkLifts } from "./ban-cache";
 import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
 import { Decisions } from "./decisions";
-import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assembly/imports";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -56,6 +65,8 @@ const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
 const GRPC_STATUS = bytes("grpc-status");
+/** The root context's tick period: how soon a lifted ban reaches every worker's ban cache (ban-cache.ts). */
+const TICK_MS: u32 = 1000;
 
 // The plugin's identity for its shared-data keys: Envoy's plugin name (Istio: <namespace>.<name> of the
 // WasmPlugin, unique per proxy), else the root id, else "" (see table.ts).
@@ -101,11 +112,12 @@ class GuardRoot extends RootContext {
     this.table = table;
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
+    startBanCache(pluginPrefix(plugin));
     let dc = cfg.decisions;
-    let had = this.decisions !== null;
     this.decisions = dc === null ? null : new Decisions(cfg, table, changetype<Ranges>(this.ranges), this.metrics, plugin);
-    // The tick drives the sync; a host without ticks (a validating host) leaves it off, and nothing else changes.
-    if (dc !== null || had) proxy_set_tick_period_milliseconds(dc === null ? 0 : <u32>dc.intervalMs);
+    // A host that refuses a tick leaves lifted bans cached until they end and the decisions unsynced;
+    // nothing else depends on it. The decisions sync needs a tick at least every interval.
+    proxy_set_tick_period_milliseconds(dc !== null && <u32>dc.intervalMs < TICK_MS ? <u32>dc.intervalMs : TICK_MS);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -115,8 +127,9 @@ class GuardRoot extends RootContext {
     return true;
   }
 
-  // The decisions sync runs on the tick and on the answers to its calls; both may leave garbage.
+  // The tick checks for lifted bans and runs the decisions sync (which, with its answers, may leave garbage).
   onTick(): void {
+    if (this.config !== null) checkLifts();
     let d = this.decisions;
     if (d === null) return;
     d.tick();
@@ -221,6 +234,9 @@ class GuardHttp extends Context {
       let ranges = changetype<Ranges>(this.guard.ranges);
       if (ranges.check(cfg, hi, lo, now)) return this.deny(rules.DENY_BANNED, (ranges.banUntil - now + 999) / 1000);
     }
+    // A ban this worker already read from shared data: denied without a shared-data call (ban-cache.ts).
+    let cached = cachedBanUntil(hi, lo, now);
+    if (cached != 0) return this.deny(rules.DENY_BANNED, (cached - now + 999) / 1000);
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
     if (ruleSet[RULE_UA].enabled) {
@@ -236,6 +252,7 @@ class GuardHttp extends Context {
     }
     this.landed(table, cfg, now);
     if (decision == rules.PASS) return FilterHeadersStatusValues.Continue;
+    if (decision == rules.DENY_BANNED) rememberBan(hi, lo, table.banUntil);
     let retryAfter: u64 = table.banUntil > now ? (table.banUntil - now + 999) / 1000 : 0;
     return this.deny(decision, retryAfter);
   }
@@ -322,6 +339,7 @@ class GuardHttp extends Context {
     if (table.evicted) metrics.inc(m.EVICTIONS);
     let rule = table.banRule;
     if (rule >= 0) {
+      rememberBan(this.hi, this.lo, table.banUntil);
       metrics.inc(m.BANS_BASE + rule);
       let r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
       let addr = this.subject(cfg);

@@ -41,9 +41,8 @@ function poll(h: Host, etcd: EtcdFake, n = 1): void {
 
 const REMOTE_LINE = /^traffic-guard: remote ban (\S+) for (\d+)s: reason=(\S*) origin=(\S*) strike=(\d+)$/;
 
-test("without a decisions block nothing ticks and nothing is called (local-only)", async () => {
+test("without a decisions block nothing is called (local-only)", async () => {
   const h = await Host.start({ vms: 2, clusters: ["etcd"], config: cfg({ rules: { rate: rateRule(1, "24h", "1h") } }) });
-  for (const vm of h.vms) assert.equal(vm.tickPeriodMs, 0);
   h.tick();
   assertPassed(h.vm(0).send({ peer: "203.0.113.7:1" }));
   assertDenied(h.vm(0).send({ peer: "203.0.113.7:1" }));
@@ -51,7 +50,7 @@ test("without a decisions block nothing ticks and nothing is called (local-only)
   assertHostClean(h);
 });
 
-test("the tick period is the interval, and exactly one worker of the process syncs", async () => {
+test("the tick comes at least every interval, and exactly one worker of the process syncs", async () => {
   const { h, etcd } = await proxy({}, 3);
   for (const vm of h.vms) assert.equal(vm.tickPeriodMs, 1000);
   poll(h, etcd, 3);
