@@ -313,3 +313,33 @@ test("the periodic full range reads keys only, and a change it finds unseen is r
   assertDenied(h.vm(0).send({ peer: "198.51.100.4:9" }), 403, "the missed record is applied");
   assertHostClean(h);
 });
+
+test("a range record bans its range when its length is the configured range prefix; other lengths are skipped and counted", async () => {
+  const { h, etcd } = await proxy({}, 2);
+  poll(h, etcd);
+  etcd.put(BANS + "2001:db8:9::/48", record(h, 600_000), 600_000);
+  etcd.put(BANS + "2001:db8:a::/40", record(h, 600_000), 600_000);
+  poll(h, etcd);
+  h.clock.advance("1s"); // workers read the range bans at most once a second
+  for (const vm of [0, 1]) assertDenied(h.vm(vm).send({ peer: "[2001:db8:9:1234::1]:1" }), 403, `an address of the banned /48 on worker ${vm}`);
+  assertPassed(h.vm(0).send({ peer: "[2001:db8:a:1::1]:1" }), "a /40 record bans nothing");
+  assert.equal(h.metrics.get(M.decisionsApplied), 1);
+  assert.equal(h.metrics.get(M.decisionsSyncErrors), 1);
+  etcd.delete(BANS + "2001:db8:9::/48");
+  poll(h, etcd, 2);
+  h.clock.advance("1s");
+  assertPassed(h.vm(1).send({ peer: "[2001:db8:9:1234::1]:1" }), "the range ban is lifted");
+  assertHostClean(h);
+});
+
+test("a SPIFFE ID record bans the mesh caller keyed by that identity", async () => {
+  const { h, etcd } = await proxy({ clientAddress: { source: "peer", meshCallers: "identity" } }, 2);
+  poll(h, etcd);
+  const id = "spiffe://cluster.local/ns/shop/sa/scraper";
+  etcd.put(BANS + id, record(h, 600_000), 600_000);
+  poll(h, etcd);
+  const as = (identity: string) => ({ peer: "10.1.2.3:4000", properties: { "connection.uri_san_peer_certificate": identity } });
+  assertDenied(h.vm(1).send(as(id)), 403, "the banned identity");
+  assertPassed(h.vm(1).send(as("spiffe://cluster.local/ns/shop/sa/web")), "another identity from the same address");
+  assertHostClean(h);
+});
