@@ -59,7 +59,7 @@ export const MAX_RECORD: i32 = 4096;
 /** Bans waiting to be published in the syncing worker (the oldest are dropped beyond it). */
 export const MAX_PENDING: i32 = 4096;
 /** Bytes of the shared publish queue (a ban that does not fit is dropped and counted). */
-export const MAX_QUEUE_BYTES: i32 = 64 << 10;
+export const MAX_QUEUE_BYTES: i32 = 16 << 10;
 /** Puts per /v3/kv/txn call. */
 export const PUT_BATCH: i32 = 64;
 /** Longest back-off after errors. */
@@ -252,6 +252,7 @@ export class Decisions extends scan.KvSink {
       else if (sd.result != WasmResultValues.Ok) break;
       if (old + line.byteLength > MAX_QUEUE_BYTES) break;
       let buf = new ArrayBuffer(old + line.byteLength);
+      this.garbage += <usize>(buf.byteLength + line.byteLength);
       if (old > 0) memory.copy(changetype<usize>(buf), changetype<usize>(sd.value), <usize>old);
       memory.copy(changetype<usize>(buf) + <usize>old, changetype<usize>(line), <usize>line.byteLength);
       let res = set_shared_data(this.queueKey, buf, cas);
@@ -339,8 +340,9 @@ export class Decisions extends scan.KvSink {
 
   // Starts the next call, if any is due.
   private step(now: u64): void {
-    if (!this.holder || this.inflight != CALL_NONE || now < this.backoffUntil) return;
-    this.takeQueue();
+    if (!this.holder) return;
+    this.takeQueue(); // every tick, even while backing off: the shared queue only holds one tick's bans
+    if (this.inflight != CALL_NONE || now < this.backoffUntil) return;
     if (this.dc.publish && this.pending.length > 0) {
       if (this.publish(now)) return;
     }

@@ -348,7 +348,11 @@ class GuardHttp extends Context {
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
       let d = this.guard.decisions;
-      if (d !== null && !cfg.dryRun) d.noteBan(addr, table.banUntil, table.strike, RULE_NAMES[rule]);
+      if (d !== null && !cfg.dryRun) {
+        d.noteBan(addr, table.banUntil, table.strike, RULE_NAMES[rule]);
+        charged += d.garbage; // the queue copy it made counts toward the next collection (see settle)
+        d.garbage = 0;
+      }
       if (cfg.rangeThreshold > 0 && !this.mesh) {
         let ranges = changetype<Ranges>(this.guard.ranges);
         if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
