@@ -264,7 +264,8 @@ export async function assertMetrics(envoy: RunningEnvoy, expected: Partial<Recor
   for (const name of METRIC_NAMES) {
     actual[name] = values.get(name);
     want[name] = expected[name] ?? 0;
-    assert.equal(types.get(name), name === "traffic_guard_tracked_clients" ? "gauge" : "counter", `TYPE of ${name}`);
+    const gauge = name === "traffic_guard_tracked_clients" || name === "traffic_guard_decisions_active";
+    assert.equal(types.get(name), gauge ? "gauge" : "counter", `TYPE of ${name}`);
   }
   assert.deepEqual(actual, want, "traffic_guard_* metrics at /stats/prometheus");
 }
