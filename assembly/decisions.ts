@@ -12,14 +12,16 @@
 // staleMs is replaced by the first worker whose tick sees it (CAS, so one wins). The holder, on each tick:
 //   1. takes the publish queue: any worker that starts a ban appends one line to a shared-data key
 //      (bounded); the holder moves the lines into its pending list (bounded) and empties the key;
-//   2. publishes pending bans: one lease per expiry bucket of BUCKET_MS (granted once, cached), then one
-//      /v3/kv/txn of up to PUT_BATCH puts. A failed call keeps them pending;
-//   3. polls: /v3/kv/range over <prefix>bans/ with min_mod_revision (only changed keys) and serializable
+//   2. polls: /v3/kv/range over <prefix>bans/ with min_mod_revision (only changed keys) and serializable
 //      (no quorum read). Its `count` is the number of keys in the whole range (etcd counts before it
 //      filters by revision), so a key that disappeared (deleted, lease expired) shows as a count below the
 //      number of keys we know, and triggers a full range;
-//   4. a full range, paginated (PAGE keys, halved after an oversized response), at start, after such a
-//      mismatch, after an error and every FULL_EVERY_MS: keys we knew that are gone lift their ban.
+//   3. a full range, paginated (PAGE keys, halved after an oversized response), at start, after such a
+//      mismatch, after an error and every FULL_EVERY_MS: keys we knew that are gone lift their ban;
+//   4. publishes pending bans: one lease per expiry bucket of BUCKET_MS (granted once, cached), then one
+//      /v3/kv/txn of up to PUT_BATCH puts. A failed call keeps them pending (puts the store refuses
+//      outright are dropped). Each answer starts the next due call at once, so publishing follows a poll
+//      within a round trip.
 // Pages after the first read at the first page's revision; a compacted revision answers HTTP 400 with
 // code 11 and the full range starts again.
 //
@@ -343,12 +345,11 @@ export class Decisions extends scan.KvSink {
     if (!this.holder) return;
     this.takeQueue(); // every tick, even while backing off: the shared queue only holds one tick's bans
     if (this.inflight != CALL_NONE || now < this.backoffUntil) return;
-    if (this.dc.publish && this.pending.length > 0) {
-      if (this.publish(now)) return;
-    }
+    // Reads first, so that a publication the store keeps refusing cannot hold up the sync.
     if (this.fullNext.length > 0) { this.range(now, true); return; }
     if (this.needFull || now - this.lastFull >= FULL_EVERY_MS) { this.startFull(now); return; }
-    if (now - this.lastPoll >= this.dc.intervalMs) this.range(now, false);
+    if (now - this.lastPoll >= this.dc.intervalMs) { this.range(now, false); return; }
+    if (this.dc.publish && this.pending.length > 0) this.publish(now);
   }
 
   // Starts a lease grant or a txn for pending bans; false when nothing could be sent.
@@ -475,7 +476,14 @@ export class Decisions extends scan.KvSink {
         this.failed(now, "revision " + this.fullRevision.toString() + " was compacted: starting the full range again");
         return;
       }
-      if (kind == CALL_TXN) this.leases.clear(); // a lease may have gone (expired, or a store that lost its data)
+      if (kind == CALL_TXN) {
+        if (code !== null && code.kind == JKind.Number && code.num == 5) {
+          this.leases.clear(); // a lease has gone (expired, or a store that lost its data): granted again
+        } else {
+          // The store refuses these puts (permission, size): they are dropped, not retried forever.
+          this.pending = this.pending.slice(this.inflightCount);
+        }
+      }
       this.failed(now, "HTTP " + status.toString() + " from the store");
       return;
     }

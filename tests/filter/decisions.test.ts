@@ -343,3 +343,27 @@ test("a SPIFFE ID record bans the mesh caller keyed by that identity", async () 
   assertPassed(h.vm(1).send(as("spiffe://cluster.local/ns/shop/sa/web")), "another identity from the same address");
   assertHostClean(h);
 });
+
+test("puts the store refuses outright are dropped, and never hold up the polls", async () => {
+  const { h, etcd } = await proxy({}, 1);
+  poll(h, etcd);
+  etcd.override = (c) => {
+    if (c.header(":path") === "/v3/kv/txn") return c.respond(403, JSON.stringify({ error: "etcdserver: permission denied", code: 7, message: "etcdserver: permission denied" }));
+    const o = etcd.override;
+    etcd.override = undefined;
+    etcd.answer(c);
+    etcd.override = o;
+  };
+  assertPassed(h.vm(0).send({ peer: "203.0.113.7:1" }));
+  assertDenied(h.vm(0).send({ peer: "203.0.113.7:1" }));
+  etcd.put(BANS + "198.51.100.4", record(h, 600_000), 600_000);
+  poll(h, etcd, 5);
+  const txns = etcd.calls.filter((c) => c.path === "/v3/kv/txn").length;
+  assert.equal(h.metrics.get(M.decisionsSyncErrors), 1, "one refusal");
+  assert.equal(h.metrics.get(M.decisionsPublished), 0);
+  assertDenied(h.vm(0).send({ peer: "198.51.100.4:1" }), 403, "polling went on");
+  etcd.override = undefined;
+  poll(h, etcd, 3);
+  assert.equal(etcd.calls.filter((c) => c.path === "/v3/kv/txn").length, txns, "the refused ban is not sent again");
+  assertHostClean(h);
+});
