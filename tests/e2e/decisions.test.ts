@@ -7,6 +7,7 @@ import { edgeSpec, staticCluster } from "../../dev/envoy-topologies.ts";
 import type { RunningEnvoy } from "../../dev/envoy-process.ts";
 import { e2e, get, guardFilter, guardMetrics, portOf, type Stack } from "./harness.ts";
 import { Etcd, findEtcd, IN_CI } from "./etcd.ts";
+import { runCli } from "../cli/helpers.ts";
 
 const NAMES = ["replica-a", "replica-b", "replica-c"];
 
@@ -63,6 +64,13 @@ async function metric(e: RunningEnvoy, name: string): Promise<number> {
   return (await guardMetrics(e)).values.get(name) ?? 0;
 }
 
+/** Runs `traffic-guard decisions <args> --etcd <etcd> --prefix <prefix>` (the CLI bundle); fails on a non-zero exit. */
+async function decisions(etcd: Etcd, prefix: string, ...args: string[]): Promise<string> {
+  const r = await runCli(["decisions", ...args, "--etcd", etcd.url, "--prefix", prefix]);
+  assert.equal(r.code, 0, `traffic-guard decisions ${args.join(" ")}: ${r.stderr}`);
+  return r.stdout;
+}
+
 /** A record as the contract spells it. */
 function record(untilMs: number, reason = "manual", origin = "operator"): string {
   return JSON.stringify({ until: untilMs, reason, strike: 0, origin, created: Date.now() });
@@ -81,19 +89,20 @@ e2e("a ban on one replica reaches the others; an added decision blocks everywher
     assert.equal(await status(b, "127.0.0.3"), 200, "another client passes B");
     const took = await converge([b, c], "127.0.0.2", 403, 2000, "A's ban on B and C");
     t.diagnostic(`A's ban reached B and C in ${took} ms`);
-    const recs = await etcd.records(prefix + "bans/");
-    assert.equal(recs.get("127.0.0.2")?.origin, "replica-a", "the record names A");
-    assert.equal(recs.get("127.0.0.2")?.reason, "rate");
+    const listed = JSON.parse(await decisions(etcd, prefix, "list", "--json")) as { client: string; origin: string; reason: string }[];
+    const a2 = listed.find((d) => d.client === "127.0.0.2");
+    assert.equal(a2?.origin, "replica-a", "decisions list names A");
+    assert.equal(a2?.reason, "rate");
+    assert.match(await decisions(etcd, prefix, "list"), /127\.0\.0\.2\s+rate\s+replica-a\s/, "and so does its table");
     assert.equal(await metric(a, "traffic_guard_decisions_published_total"), 1);
     assert.ok(b.log().includes("traffic-guard: remote ban 127.0.0.2 for ") && b.log().includes("origin=replica-a"), "B logs the remote ban with its origin");
-    // 2. A manual decision blocks 127.0.0.9 on all three within 2 s; deleting it lets it through within 2 s.
-    const lease = await etcd.grant(60);
-    await etcd.put(prefix + "bans/127.0.0.9", record(Date.now() + 60_000), lease);
+    // 2. `decisions add 127.0.0.9 --for 1m` blocks it on all three within 2 s; `decisions delete` lets it through within 2 s.
+    await decisions(etcd, prefix, "add", "127.0.0.9", "--for", "1m");
     t.diagnostic(`added decision enforced in ${await converge(rs, "127.0.0.9", 403, 2000, "an added decision")} ms`);
-    await etcd.delete(prefix + "bans/127.0.0.9");
+    await decisions(etcd, prefix, "delete", "127.0.0.9");
     t.diagnostic(`deleted decision lifted in ${await converge(rs, "127.0.0.9", 200, 2000, "a deleted decision")} ms`);
     // Deleting A's own decision lifts it on A too.
-    await etcd.delete(prefix + "bans/127.0.0.2");
+    await decisions(etcd, prefix, "delete", "127.0.0.2");
     await converge(rs, "127.0.0.2", 200, 2000, "an unban of A's ban");
     // 3. A decision whose lease expires (3 s, though its record says a minute) is lifted everywhere.
     const short = await etcd.grant(3);
@@ -101,7 +110,7 @@ e2e("a ban on one replica reaches the others; an added decision blocks everywher
     await converge(rs, "127.0.0.10", 403, 2000, "a leased decision");
     await converge(rs, "127.0.0.10", 200, 7000, "an expired lease");
     // 6. allow wins over a remote ban.
-    await etcd.put(prefix + "bans/127.0.0.7", record(Date.now() + 60_000), lease);
+    await decisions(etcd, prefix, "add", "127.0.0.7", "--for", "1m");
     await new Promise((r) => setTimeout(r, 1500));
     for (const e of rs) assert.equal(await status(e, "127.0.0.7"), 200, `${e.label}: an allowed address`);
     for (const e of rs) {
