@@ -348,7 +348,8 @@ export class Decisions extends scan.KvSink {
     // Reads first, so that a publication the store keeps refusing cannot hold up the sync.
     if (this.fullNext.length > 0) { this.range(now, true); return; }
     if (this.needFull || now - this.lastFull >= FULL_EVERY_MS) { this.startFull(now); return; }
-    if (now - this.lastPoll >= this.dc.intervalMs) { this.range(now, false); return; }
+    // Ticks come about every interval, a little early or late: a tenth of it counts as on time.
+    if (now - this.lastPoll + this.dc.intervalMs / 10 >= this.dc.intervalMs) { this.range(now, false); return; }
     if (this.dc.publish && this.pending.length > 0) this.publish(now);
   }
 
