@@ -34,6 +34,7 @@ import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
+import { Decisions } from "./decisions";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -82,6 +83,8 @@ class GuardRoot extends RootContext {
   ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
+  /** The shared-decisions sync (null without a `decisions` block). */
+  decisions: Decisions | null = null;
   private defined: bool = false;
 
   createContext(context_id: u32): Context {
@@ -110,8 +113,11 @@ class GuardRoot extends RootContext {
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     startBanCache(pluginPrefix(plugin));
-    // A host that refuses a tick leaves lifted bans cached until they end; nothing else depends on it.
-    proxy_set_tick_period_milliseconds(TICK_MS);
+    let dc = cfg.decisions;
+    this.decisions = dc === null ? null : new Decisions(cfg, table, changetype<Ranges>(this.ranges), this.metrics, plugin);
+    // A host that refuses a tick leaves lifted bans cached until they end and the decisions unsynced;
+    // nothing else depends on it. The decisions sync needs a tick at least every interval.
+    proxy_set_tick_period_milliseconds(dc !== null && <u32>dc.intervalMs < TICK_MS ? <u32>dc.intervalMs : TICK_MS);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -121,9 +127,28 @@ class GuardRoot extends RootContext {
     return true;
   }
 
+  // The tick checks for lifted bans and runs the decisions sync (which, with its answers, may leave garbage).
   onTick(): void {
     if (this.config !== null) checkLifts();
+    let d = this.decisions;
+    if (d === null) return;
+    d.tick();
+    settleRoot(d);
   }
+
+  onHttpCallResponse(token: u32, headers: u32, body_size: u32, trailers: u32): void {
+    let d = this.decisions;
+    if (d === null) return;
+    d.onResponse(token, body_size);
+    settleRoot(d);
+  }
+}
+
+// A collection after a root callback of the decisions sync, once its garbage adds up (see settle).
+function settleRoot(d: Decisions): void {
+  charged += d.garbage;
+  d.garbage = 0;
+  settle();
 }
 
 // Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
@@ -322,6 +347,12 @@ class GuardHttp extends Context {
         "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+      let d = this.guard.decisions;
+      if (d !== null && !cfg.dryRun) {
+        d.noteBan(addr, table.banUntil, table.strike, RULE_NAMES[rule]);
+        charged += d.garbage; // the queue copy it made counts toward the next collection (see settle)
+        d.garbage = 0;
+      }
       if (cfg.rangeThreshold > 0 && !this.mesh) {
         let ranges = changetype<Ranges>(this.guard.ranges);
         if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
@@ -330,6 +361,9 @@ class GuardHttp extends Context {
             ranges.prefix.toString() + " for " + ((ranges.banUntil - now + 999) / 1000).toString() + "s: " +
             ranges.clients.toString() + " clients banned within " + (cfg.rangeWindowMs / 1000).toString() + "s" +
             (cfg.dryRun ? " (dry-run)" : ""));
+          if (d !== null && !cfg.dryRun) {
+            d.noteBan(formatAddress(ranges.rangeHi, ranges.rangeLo) + "/" + ranges.prefix.toString(), ranges.banUntil, 1, "range");
+          }
         }
       }
     }
