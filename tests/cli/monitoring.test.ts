@@ -95,7 +95,7 @@ describe("traffic-guard monitoring output", () => {
     }
     const rules = objects[0].spec.groups[0].rules;
     assert.deepEqual(rules.map((r: any) => r.alert), [...ALERTS]);
-    assert.ok(!rules.some((r: any) => r.alert === "TrafficGuardDecisionsSyncFailing"), "no decisions alert until the decisions work exists");
+    assert.ok(rules.some((r: any) => r.alert === "TrafficGuardDecisionsSyncFailing"));
     for (const r of rules) {
       assert.equal(r.annotations.runbook_url, `https://docs.example.com/monitoring#${r.alert.toLowerCase()}`);
       assert.match(r.annotations.summary, /\{\{ \$labels\.workload \}\}/);

@@ -103,6 +103,16 @@ export const SCENARIOS: Scenario[] = [
     series: [s("traffic_guard_dry_run_would_deny_total", "0x60 0+1x60"), ...quietCounters(["traffic_guard_dry_run_would_deny_total"])],
     expect: { 60: [], 70: [{ alert: "TrafficGuardDryRunWouldBlock", severity: "info" }] },
   },
+  {
+    name: "etcd unreachable for 3 minutes (sync errors, then none): DecisionsSyncFailing stays silent",
+    series: [s("traffic_guard_decisions_sync_errors_total", "0x60 0+2x3 6x57"), ...quietCounters()],
+    expect: { 63: [], 66: [], 80: [], 100: [] },
+  },
+  {
+    name: "etcd unreachable from minute 60 (2 sync errors a minute): DecisionsSyncFailing fires after 15 minutes",
+    series: [s("traffic_guard_decisions_sync_errors_total", "0x60 0+2x60"), ...quietCounters()],
+    expect: { 70: [], 90: [{ alert: "TrafficGuardDecisionsSyncFailing", severity: "warning" }] },
+  },
 ];
 
 /** The promtool unit-test file for `rulesFile` (beside it): every alert checked at every listed time. */

@@ -101,10 +101,14 @@ export interface MonitoringInput {
 /** The names of the objects. */
 export const NAMES = { rule: "traffic-guard", podMonitor: "traffic-guard", dashboard: "traffic-guard-dashboard" };
 
-/** The alert names, in the order they are emitted (TrafficGuardDecisionsSyncFailing waits for the decisions work). */
+/** The alert names, in the order they are emitted. */
 export const ALERTS = [
   "TrafficGuardBlockRateSpike", "TrafficGuardBanStorm", "TrafficGuardInternalErrors", "TrafficGuardTableSaturated", "TrafficGuardDryRunWouldBlock",
+  "TrafficGuardDecisionsSyncFailing",
 ] as const;
+
+/** Window and hold of TrafficGuardDecisionsSyncFailing: errors in every 10-minute window for 15 minutes. */
+export const DECISIONS_SYNC_TIMING = { window: "10m", for: "15m" };
 
 const BY = "namespace, workload";
 const WHO = "{{ $labels.workload }} in namespace {{ $labels.namespace }}";
@@ -168,6 +172,13 @@ export function ruleGroups(input: Pick<MonitoringInput, "runbookUrl" | "timing">
         t.dryRunFor, "info",
         `traffic-guard in dry-run would have denied requests for ${WHO}`,
         `${WHO} let through {{ $value | humanize }} requests in ${t.dryRunWindow} that enforce mode would deny; review them before switching to enforce.`,
+      ),
+      rule(
+        "TrafficGuardDecisionsSyncFailing",
+        `sum by (${BY}) (increase(traffic_guard_decisions_sync_errors_total[${DECISIONS_SYNC_TIMING.window}])) > 0`,
+        DECISIONS_SYNC_TIMING.for, "warning",
+        `traffic-guard cannot sync mesh-wide decisions for ${WHO}`,
+        `${WHO} counted {{ $value | humanize }} decisions sync errors in ${DECISIONS_SYNC_TIMING.window}, without pause for ${DECISIONS_SYNC_TIMING.for}: etcd is unreachable or refuses the proxies, or holds malformed records. Local bans still work; remote ones are not applied or lifted.`,
       ),
     ],
   }];
