@@ -80,6 +80,13 @@ export function guardFilter(pluginConfig: object | string, extra: Partial<WasmFi
 export class Stack {
   readonly envoys: RunningEnvoy[] = [];
   readonly apps: SampleApp[] = [];
+  /** Other clean-ups (a browser, ...), run before Envoy and the apps stop. */
+  readonly cleanups: (() => Promise<void>)[] = [];
+
+  /** Registers a clean-up to run at teardown (before Envoy and the apps stop). */
+  defer(cleanup: () => Promise<void>): void {
+    this.cleanups.push(cleanup);
+  }
 
   /** Starts (and registers) an Envoy. */
   async envoy(opts: StartOptions): Promise<RunningEnvoy> {
@@ -104,6 +111,7 @@ export class Stack {
         process.stderr.write(`\n----- Envoy "${e.label}" log (${e.logPath}) -----\n${log.join("\n")}\n----- end of "${e.label}" log -----\n`);
       }
     }
+    for (const c of this.cleanups.reverse()) await c().catch((e) => process.stderr.write(`teardown: ${(e as Error).message}\n`));
     await Promise.all(this.envoys.map((e) => e.stop()));
     await Promise.all(this.apps.map((a) => a.close()));
   }
@@ -279,7 +287,7 @@ export interface BanLine {
 /** Extracts the filter's ban lines from an Envoy log. */
 export function banLines(log: string): BanLine[] {
   const out: BanLine[] = [];
-  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
+  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=(\S+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
   for (const line of log.split("\n")) {
     const m = re.exec(line);
     if (m) {
