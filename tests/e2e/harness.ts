@@ -192,11 +192,12 @@ export interface CurlResult {
 let curlVersion: string | undefined;
 
 /**
- * Runs the Debian curl binary once (with its own User-Agent), bound to a local address. Runs it
- * asynchronously: the sample app upstream lives in this very event loop.
+ * Runs the Debian curl binary once (with its own User-Agent unless `args` sets one), bound to a local
+ * address, with extra curl arguments. Runs it asynchronously: the sample app upstream lives in this
+ * very event loop.
  */
-export async function curl(url: string, from: string): Promise<CurlResult> {
-  const { stdout } = await execFileAsync("curl", ["-sS", "-o", "/dev/null", "--interface", from, "-w", "%{http_code} %header{retry-after}", url], {
+export async function curl(url: string, from: string, args: string[] = []): Promise<CurlResult> {
+  const { stdout } = await execFileAsync("curl", ["-sS", "-o", "/dev/null", "--interface", from, "-w", "%{http_code} %header{retry-after}", ...args, url], {
     encoding: "utf8",
     timeout: 15_000,
   });
