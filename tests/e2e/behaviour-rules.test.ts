@@ -17,7 +17,8 @@ const execFileAsync = promisify(execFile);
 const PRESET = {
   noCookies: { requests: 20 },
   redirectLoop: { requests: 50 },
-  sensitiveFiles: { requests: 1 },
+  sensitiveFiles: { requests: 3 },
+  crawlNonStatic: { requests: 40 },
 };
 
 e2e(
@@ -39,11 +40,13 @@ e2e(
       assert.deepEqual(await follow(page, "#next"), { status: 200, api: "done", text: `/api/shop/item/${i} session=true cart=true` });
     }
 
-    // What reached the app: five navigations, each followed by its two API calls, all from one session.
+    // What reached the app: five navigations, each followed by its stylesheet, its script and the
+    // script's two API calls, all in one session.
     const paths = app.seen.map((r) => r.path);
     assert.deepEqual(paths.filter((p) => p.startsWith("/shop")), ["/shop/item/1", "/shop/item/2", "/shop/item/3", "/shop/item/4", "/shop/item/5"]);
+    assert.equal(paths.filter((p) => p.startsWith("/static/shop.")).length, 10, "no-cache assets are fetched on every page");
     assert.equal(paths.filter((p) => p.startsWith("/api/shop/")).length, 10);
-    assert.equal(paths.length, 15, `nothing else was requested: ${paths.join(" ")}`);
+    assert.equal(paths.length, 25, `nothing else was requested: ${paths.join(" ")}`);
     const navigations = app.seen.filter((r) => r.path.startsWith("/shop"));
     assert.equal(navigations[0].headers.cookie, undefined, "the first page load has no cookie yet");
     const cookies = new Set(app.seen.slice(1).map((r) => r.headers.cookie));
@@ -57,7 +60,7 @@ e2e(
     assert.ok(SHOP_ITEMS >= 30, "the shop has enough items for the crawler tests");
 
     assert.deepEqual(banLines(envoy.log()), []);
-    await assertMetrics(envoy, { traffic_guard_requests_total: 15, traffic_guard_tracked_clients: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: 25, traffic_guard_tracked_clients: 1 });
   },
   ["chromium"],
 );
@@ -271,4 +274,52 @@ e2e(
     assert.ok(Number(after.headers["retry-after"]) > 0, `retry-after ${after.headers["retry-after"]}`);
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule, b.seconds]), [[from, "slow-down", 60]]);
   },
+);
+
+e2e(
+  "a crawler fetching page after page without their assets is banned by the crawl-non-static preset while Chromium reading ten pages is not",
+  async (s, t) => {
+    const app = await s.app();
+    const envoy = await s.envoy({
+      label: "crawl-non-static",
+      concurrency: 2,
+      spec: edgeSpec({ upstreamPort: app.port, filters: [guardFilter({ clientAddress: { source: "peer" }, rules: { presets: ["crawl-non-static"] } })] }),
+    });
+    const port = portOf(envoy, "edge");
+    // Chromium first: ten pages, each a navigation and two API calls (non-static) plus its stylesheet
+    // and script (static, not counted): 30 of the bucket's 40.
+    const browser = await launchChromium(s);
+    await browseShop(await browser.newPage(), `http://127.0.0.1:${port}`, 10);
+    const started = performance.now();
+    const statuses = await crawl(port, "127.0.0.7", 60);
+    const seconds = (performance.now() - started) / 1000;
+    const passed = statuses.indexOf(403);
+    t.diagnostic(`crawler: ${passed} pages in ${seconds.toFixed(2)} s before the ban`);
+    // 40 in a burst, plus what refilled (40 per 20 s) while the crawler ran.
+    assert.ok(passed >= PRESET.crawlNonStatic.requests && passed <= PRESET.crawlNonStatic.requests + Math.ceil(seconds * 2) + 1, `${passed} pages passed`);
+    assert.deepEqual(statuses.slice(passed), Array(60 - passed).fill(403), "once refused, always refused");
+    assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule]), [["127.0.0.7", "crawl-non-static"]]);
+  },
+  ["chromium"],
+);
+
+e2e(
+  "sqlmap's User-Agent is banned by the scanner-user-agents preset on its second request while Chromium is not",
+  async (s) => {
+    const app = await s.app();
+    const envoy = await s.envoy({
+      label: "scanner-user-agents",
+      concurrency: 2,
+      spec: edgeSpec({ upstreamPort: app.port, filters: [guardFilter({ clientAddress: { source: "peer" }, rules: { presets: ["scanner-user-agents"] } })] }),
+    });
+    const port = portOf(envoy, "edge");
+    const sqlmap = ["-A", "sqlmap/1.8.2#stable (https://sqlmap.org)"];
+    const statuses: number[] = [];
+    for (const q of ["?id=1", "?id=1'", "?id=1%20AND%201=1"]) statuses.push((await curl(`http://127.0.0.1:${port}/shop/item/1${q}`, "127.0.0.8", sqlmap)).status);
+    assert.deepEqual(statuses, [200, 403, 403]);
+    const browser = await launchChromium(s);
+    await browseShop(await browser.newPage(), `http://127.0.0.1:${port}`, 3);
+    assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule, b.seconds]), [["127.0.0.8", "scanner-user-agents", 3600]]);
+  },
+  ["curl", "chromium"],
 );
