@@ -9,7 +9,7 @@ export { malloc } from "./host";
 import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
-import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { get_buffer_bytes, BufferTypeValues, FilterDataStatusValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
@@ -24,6 +24,9 @@ import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
+import * as custom from "./custom-rules";
+import * as delay from "./delay";
+import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -70,6 +73,8 @@ class GuardRoot extends RootContext {
   ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
+  /** Per-custom-rule counters (metrics.ts RuleMetrics). */
+  ruleMetrics: m.RuleMetrics = new m.RuleMetrics();
   private defined: bool = false;
 
   createContext(context_id: u32): Context {
@@ -93,8 +98,9 @@ class GuardRoot extends RootContext {
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
     let plugin = pluginIdentity();
-    let table = new Table(cfg.capacity, plugin);
+    let table = new Table(cfg.capacity, plugin, cfg);
     this.table = table;
+    customConfigured(cfg, table, this.ruleMetrics);
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     if (table.migrate(cfg, clockMs())) {
@@ -104,6 +110,11 @@ class GuardRoot extends RootContext {
     log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
     return true;
+  }
+
+  // Releases the requests held by delay rules whose time has come (delay.ts).
+  onTick(): void {
+    releaseDue(this.ruleMetrics, clockMs());
   }
 }
 
@@ -131,6 +142,9 @@ class GuardHttp extends Context {
   private awaitTrailers: bool = false;
   // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names the identity.
   private mesh: bool = false;
+  // Matcher bits of custom rules decided by the response (matchers.ts), and whether a delay rule holds the request.
+  private pending: u32 = 0;
+  private held: bool = false;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -197,6 +211,14 @@ class GuardHttp extends Context {
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
     let table = changetype<Table>(this.guard.table);
+    let bits: u32 = 0;
+    if (cfg.custom.rules.length > 0) {
+      let plan = cfg.custom.plan;
+      bits = plan.matchRequest();
+      this.pending = bits & plan.responseBits;
+      bits &= ~plan.responseBits;
+    }
+    custom.setBits(bits);
     let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (decision == FAILED) {
@@ -205,11 +227,13 @@ class GuardHttp extends Context {
     }
     this.landed(table, cfg, now);
     if (decision == rules.PASS) return FilterHeadersStatusValues.Continue;
+    if (decision == rules.HOLD) return this.hold(cfg, now);
     let retryAfter: u64 = table.banUntil > now ? (table.banUntil - now + 999) / 1000 : 0;
     return this.deny(decision, retryAfter);
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+    if (this.pending != 0) this.customResponse();
     this.countResponse();
     settle();
     return FilterHeadersStatusValues.Continue;
@@ -266,7 +290,55 @@ class GuardHttp extends Context {
     else this.landed(table, cfg, now);
   }
 
+  // A held request's body waits with it (Envoy buffers it, within the connection's buffer limit).
+  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
+    if (this.held) {
+      if (delay.isHeld(this.context_id)) return FilterDataStatusValues.StopIterationAndBuffer;
+      this.held = false;
+    }
+    return FilterDataStatusValues.Continue;
+  }
+
+  // Holds the request for a delay rule (custom-rules.ts holdMs), or lets it through in dry-run or when
+  // this worker's queue is full.
+  private hold(cfg: Config, now: u64): FilterHeadersStatusValues {
+    if (cfg.dryRun) return FilterHeadersStatusValues.Continue;
+    if (!delay.hold(this.context_id, now + custom.holdMs, now, custom.holdRule)) {
+      this.guard.metrics.inc(m.INTERNAL_ERRORS);
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.held = true;
+    return FilterHeadersStatusValues.StopIteration;
+  }
+
+  // The custom rules whose matchers have a response part: their response conditions, then their buckets.
+  private customResponse(): void {
+    let cfg = this.cfg;
+    let pending = this.pending;
+    this.pending = 0;
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny) return;
+    let bits = cfg.custom.plan.matchResponse(pending);
+    if (bits == 0) return;
+    custom.setBits(bits);
+    let now = clockMs();
+    let table = changetype<Table>(this.guard.table);
+    let result: i32;
+    if (this.mesh) {
+      let normal: Rule[] = cfg.rules;
+      cfg.rules = cfg.meshRules;
+      result = table.response(cfg, this.hi, this.lo, false, now);
+      cfg.rules = normal;
+    } else {
+      result = table.response(cfg, this.hi, this.lo, false, now);
+    }
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
+    if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    else this.landed(table, cfg, now);
+  }
+
   onDelete(): void {
+    // A request still held when its stream ends (the client went away): forget it.
+    if (this.held) delay.remove(this.context_id);
     settle();
   }
 
@@ -291,11 +363,20 @@ class GuardHttp extends Context {
     if (table.evicted) metrics.inc(m.EVICTIONS);
     let rule = table.banRule;
     if (rule >= 0) {
-      metrics.inc(m.BANS_BASE + rule);
-      let r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
+      let name: string;
+      let r: Rule;
+      if (rule >= rules.CUSTOM_BASE) {
+        this.guard.ruleMetrics.add(rule - rules.CUSTOM_BASE, m.RULE_BANS, 1);
+        name = cfg.custom.rules[rule - rules.CUSTOM_BASE].name;
+        r = banLineLimit(cfg, rule - rules.CUSTOM_BASE);
+      } else {
+        metrics.inc(m.BANS_BASE + rule);
+        name = RULE_NAMES[rule];
+        r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
+      }
       let addr = this.subject(cfg);
       log(LogLevelValues.warn, "traffic-guard: banned " + addr + " for " + ((table.banUntil - now + 999) / 1000).toString() +
-        "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
+        "s: rule=" + name + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
       if (cfg.rangeThreshold > 0 && !this.mesh) {
@@ -329,7 +410,8 @@ class GuardHttp extends Context {
   private deny(reason: i32, retryAfter: u64): FilterHeadersStatusValues {
     let cfg = changetype<Config>(this.cfg);
     let metrics = this.guard.metrics;
-    metrics.inc(m.DENIED_BASE + reason - 1);
+    if (reason == rules.DENY_CUSTOM) this.guard.ruleMetrics.add(custom.deniedRule, m.RULE_DENIED, 1);
+    else metrics.inc(m.DENIED_BASE + reason - 1);
     if (cfg.dryRun) {
       metrics.inc(m.WOULD_DENY);
       this.wouldDeny = true;

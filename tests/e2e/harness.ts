@@ -288,7 +288,7 @@ export interface BanLine {
 /** Extracts the filter's ban lines from an Envoy log. */
 export function banLines(log: string): BanLine[] {
   const out: BanLine[] = [];
-  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=(\S+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
+  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=([\w-]+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
   for (const line of log.split("\n")) {
     const m = re.exec(line);
     if (m) {

@@ -594,9 +594,17 @@ export class HttpStream {
     }
   }
 
-  /** The filter paused the request without a local reply: in Envoy the stream would hang. */
+  /** Whether the filter resumed the paused request with proxy_continue_stream (e.g. from a tick). */
+  continued = false;
+
+  /** The filter paused the request without a local reply and has not resumed it: in Envoy the stream would hang. */
   get stalled(): boolean {
-    return this.requestAction !== FilterHeadersStatus.Continue && !this.localReply;
+    return this.requestAction !== FilterHeadersStatus.Continue && !this.localReply && !this.continued;
+  }
+
+  /** The filter paused the request and may resume it later (not a local reply). */
+  get paused(): boolean {
+    return this.stalled && !this.finished;
   }
 
   /** Whether the filter let the request through to the upstream. */
@@ -757,6 +765,22 @@ export class Vm {
       s.upstreamReached = s.requestAction === FilterHeadersStatus.Continue;
     }
     return s;
+  }
+
+  /** The tick period the module set (0: no tick), and the context made effective last (reset per call). */
+  tickPeriodMs = 0;
+  effectiveId: number | undefined;
+  /** Context ids of the streams the module resumed with proxy_continue_stream, in order. */
+  readonly continues: number[] = [];
+
+  /** Runs the root context's proxy_on_tick, as Envoy's timer does every tickPeriodMs. */
+  tick(): void {
+    this.effectiveId = undefined;
+    try {
+      this.call("proxy_on_tick", undefined, this.rootContextId);
+    } finally {
+      this.effectiveId = undefined;
+    }
   }
 
   /** request(opts).respond(status): one complete exchange. */
@@ -964,16 +988,35 @@ export class Vm {
         };
         return WasmResult.Ok;
       },
-      proxy_continue_stream: () => WasmResult.Ok,
+      proxy_continue_stream: (type: number) => {
+        // Envoy: continueDecoding()/continueEncoding() on the current or effective stream context.
+        const s = this.current ?? (this.effectiveId !== undefined ? this.streams.get(this.effectiveId) : undefined);
+        if (!s) {
+          this.host.violations.push("proxy_continue_stream without a stream context");
+          return WasmResult.BadArgument;
+        }
+        if (type === 0 && s.requestAction !== FilterHeadersStatus.Continue && !s.localReply && !s.continued) {
+          s.continued = true;
+          s.upstreamReached = true;
+          this.continues.push(s.contextId);
+        }
+        return WasmResult.Ok;
+      },
       proxy_continue_request: () => WasmResult.Ok,
       proxy_continue_response: () => WasmResult.Ok,
       proxy_clear_route_cache: () => WasmResult.Ok,
       proxy_set_effective_context: (id: number) => {
-        if (id === this.rootContextId || this.streams.has(id)) return WasmResult.Ok;
+        if (id === this.rootContextId || this.streams.has(id)) {
+          this.effectiveId = id;
+          return WasmResult.Ok;
+        }
         this.host.violations.push(`proxy_set_effective_context(${id}) for an unknown context`);
         return WasmResult.BadArgument;
       },
-      proxy_set_tick_period_milliseconds: () => WasmResult.Ok,
+      proxy_set_tick_period_milliseconds: (ms: number) => {
+        this.tickPeriodMs = ms >>> 0;
+        return WasmResult.Ok;
+      },
       proxy_done: () => WasmResult.Ok,
       proxy_get_shared_data: (kp: number, kl: number, vpp: number, vsp: number, casPtr: number) => {
         const key = this.text(kp, kl);

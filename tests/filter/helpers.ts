@@ -91,7 +91,7 @@ export interface BanLine {
 
 // Deliberately lenient about the window's spelling so that one formatting mistake fails only the
 // test dedicated to the exact line format (ban-log format test), not every test that reads bans.
-const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
+const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=([\w-]+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
 
 /** The exact ban line of docs/metrics-and-logs.md. */
 export const BAN_LINE_EXACT = /^traffic-guard: banned \S+ for \d+s: rule=(rate|userAgent|errors) limit=\d+\/\d+s ban=\d+( \(dry-run\))?$/;
