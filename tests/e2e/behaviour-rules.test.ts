@@ -9,7 +9,7 @@ import { edgeSpec } from "../../dev/envoy-topologies.ts";
 import { SESSION_COOKIE, SHOP_ITEMS } from "../../dev/sample-app.ts";
 import type { Page } from "puppeteer-core";
 import { follow, launchChromium, visit } from "./browser.ts";
-import { assertMetrics, banLines, BROWSER_UA, curl, e2e, get, guardFilter, portOf, statusCounts } from "./harness.ts";
+import { assertMetrics, banLines, BROWSER_UA, curl, e2e, get, guardFilter, portOf, guardMetrics, ruleCounters, statusCounts } from "./harness.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -118,6 +118,9 @@ e2e(
       [["127.0.0.2", "pages-without-api", 900]],
       "only the crawler is banned, by the custom rule, for its ban",
     );
+    // The eleventh page is the rule's denial; the three after it are denied as banned.
+    assert.deepEqual(await ruleCounters(envoy, "pages-without-api"), { denied: 1, bans: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + 4, traffic_guard_denied_banned_total: 3, traffic_guard_tracked_clients: 2 });
   },
   ["chromium"],
 );
@@ -146,6 +149,8 @@ e2e(
     const browser = await launchChromium(s);
     await browseShop(await browser.newPage(), `http://127.0.0.1:${port}`, PRESET.noCookies.requests + 5);
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule]), [["127.0.0.3", "no-cookies"]]);
+    assert.deepEqual(await ruleCounters(envoy, "no-cookies"), { denied: 1, bans: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + 3, traffic_guard_denied_banned_total: 2, traffic_guard_tracked_clients: 2 });
   },
   ["curl", "chromium"],
 );
@@ -178,6 +183,9 @@ e2e(
     // The (N+1)-th redirect response is the violation; the request after it is refused.
     assert.equal(redirects, PRESET.redirectLoop.requests + 1, "redirects curl followed before it was refused");
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule]), [["127.0.0.4", "redirect-loop"]]);
+    // A response rule acts by banning: it denies nothing itself, the request after the ban is denied as banned.
+    assert.deepEqual(await ruleCounters(envoy, "redirect-loop"), { denied: 0, bans: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + 1, traffic_guard_denied_banned_total: 1, traffic_guard_tracked_clients: 2 });
   },
   ["curl", "chromium"],
 );
@@ -205,6 +213,9 @@ e2e(
     const browser = await launchChromium(s);
     await browseShop(await browser.newPage(), `http://127.0.0.1:${port}`, 5);
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule]), [["127.0.0.5", "sensitive-files"]]);
+    assert.deepEqual(await ruleCounters(envoy, "sensitive-files"), { denied: 1, bans: 1 });
+    const denied = probes.length - allowed + 1;
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + denied, traffic_guard_denied_banned_total: denied - 1, traffic_guard_tracked_clients: 2 });
   },
   ["curl", "chromium"],
 );
@@ -234,8 +245,8 @@ e2e(
     const spacing = 200; // ms between requests at the rule's rate
 
     // Phase 1: an open-loop client sending 6 requests a second (20 % over) for 8 s. With the bucket full
-    // at the first request, request i may pass at (i - 1) × 200 ms; from the 8th on that is later than
-    // it was sent (i / 6 s), so it is held, for at most 1.4 s by the last one: below delay.max.
+    // at the first request, request i (from 0) may pass at (i - 1) × 200 ms; from i = 7 on that is later
+    // than it was sent (i / 6 s), so it is held, for at most 1.4 s by the last one: below delay.max.
     const sendEvery = 1000 / 6;
     const n = 48;
     const start = performance.now();
@@ -260,6 +271,18 @@ e2e(
     const lastHold = results[n - 1].done - results[n - 1].sent;
     assert.ok(lastHold > 900 && lastHold < 2_000 + 500, `the last request was held ${lastHold.toFixed(0)} ms (expected about 1 400)`);
     assert.deepEqual(banLines(envoy.log()), [], "no ban while only slowed down");
+    // Requests 7 and later find the bucket empty and are held; request 6's token is due the moment it
+    // is sent, so it may be held for a few ms too (and a late send may find its token already due).
+    const slowed = await ruleCounters(envoy, "slow-down");
+    const heldByClient = results.filter((r) => r.i >= 6).reduce((sum, r) => sum + (r.done - r.sent), 0);
+    t.diagnostic(`counters after phase 1: ${JSON.stringify(slowed)}; time held as the client saw it: ${heldByClient.toFixed(0)} ms`);
+    assert.equal(slowed.denied, 0);
+    assert.equal(slowed.bans, 0);
+    assert.ok(slowed.delayed !== undefined && slowed.delayed >= 36 && slowed.delayed <= n - 6, `held requests: ${slowed.delayed}`);
+    assert.ok(
+      slowed.delayed_ms !== undefined && Math.abs(slowed.delayed_ms - heldByClient) <= heldByClient * 0.15,
+      `time held: ${slowed.delayed_ms} ms counted, about ${heldByClient.toFixed(0)} ms seen by the client`,
+    );
 
     // Phase 2: the same client far over: 30 requests at once. Past the hard limit it is banned; every
     // refusal carries the configured status.
@@ -273,6 +296,12 @@ e2e(
     assert.equal(after.status, 429, "the client is banned");
     assert.ok(Number(after.headers["retry-after"]) > 0, `retry-after ${after.headers["retry-after"]}`);
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule, b.seconds]), [[from, "slow-down", 60]]);
+    // Every refusal is the rule's own or one of a banned client; the hard limit started one ban.
+    const final = await ruleCounters(envoy, "slow-down");
+    assert.equal(final.bans, 1);
+    const { values } = await guardMetrics(envoy);
+    assert.equal(final.denied + (values.get("traffic_guard_denied_banned_total") ?? 0), (counts[429] ?? 0) + 1, "every 429 counted once");
+    assert.equal(values.get("traffic_guard_requests_total"), n + 30 + 1);
   },
 );
 
@@ -299,6 +328,8 @@ e2e(
     assert.ok(passed >= PRESET.crawlNonStatic.requests && passed <= PRESET.crawlNonStatic.requests + Math.ceil(seconds * 2) + 1, `${passed} pages passed`);
     assert.deepEqual(statuses.slice(passed), Array(60 - passed).fill(403), "once refused, always refused");
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule]), [["127.0.0.7", "crawl-non-static"]]);
+    assert.deepEqual(await ruleCounters(envoy, "crawl-non-static"), { denied: 1, bans: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + 60 - passed, traffic_guard_denied_banned_total: 60 - passed - 1, traffic_guard_tracked_clients: 2 });
   },
   ["chromium"],
 );
@@ -320,6 +351,8 @@ e2e(
     const browser = await launchChromium(s);
     await browseShop(await browser.newPage(), `http://127.0.0.1:${port}`, 3);
     assert.deepEqual(banLines(envoy.log()).map((b) => [b.address, b.rule, b.seconds]), [["127.0.0.8", "scanner-user-agents", 3600]]);
+    assert.deepEqual(await ruleCounters(envoy, "scanner-user-agents"), { denied: 1, bans: 1 });
+    await assertMetrics(envoy, { traffic_guard_requests_total: app.seen.length + 2, traffic_guard_denied_banned_total: 1, traffic_guard_tracked_clients: 2 });
   },
   ["curl", "chromium"],
 );

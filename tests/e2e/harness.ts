@@ -311,3 +311,28 @@ export function portOf(envoy: RunningEnvoy, listener: string): number {
   assert.ok(p, `listener ${listener} not bound`);
   return p.ipv4;
 }
+
+/** The counters of one custom rule or preset (docs/metrics-and-logs.md); the `delayed` ones exist only for a `delay` rule. */
+export interface RuleCounters {
+  denied: number;
+  bans: number;
+  delayed?: number;
+  delayed_ms?: number;
+}
+
+/**
+ * Reads one custom rule's counters, `traffic_guard_rule_<name>_{denied,bans,delayed,delayed_ms}_total`
+ * (the rule name with `-` written `_`), as Envoy renders them at /stats/prometheus. A counter the filter
+ * did not define is absent from the result.
+ */
+export async function ruleCounters(envoy: RunningEnvoy, rule: string): Promise<RuleCounters> {
+  const { values, types } = await guardMetrics(envoy);
+  const prefix = `traffic_guard_rule_${rule.replace(/-/g, "_")}_`;
+  const out: Record<string, number> = {};
+  for (const [name, value] of values) {
+    if (!name.startsWith(prefix) || !name.endsWith("_total")) continue;
+    assert.equal(types.get(name), "counter", `TYPE of ${name}`);
+    out[name.slice(prefix.length, -"_total".length)] = value;
+  }
+  return out as unknown as RuleCounters;
+}
