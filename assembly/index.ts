@@ -25,6 +25,7 @@ import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
 import * as custom from "./custom-rules";
+import { readStatus } from "./matchers";
 import * as delay from "./delay";
 import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
 
@@ -52,7 +53,6 @@ function settle(): void {
 }
 
 const PATH = bytes(":path");
-const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
@@ -130,6 +130,9 @@ function grpcMatches(mask: u32, p: usize, n: i32): bool {
   return v <= 16 && (mask & ((<u32>1) << v)) != 0;
 }
 
+// onResponseHeaders: the status has not been read yet.
+const NOT_READ: i32 = -2;
+
 /** One HTTP stream. */
 class GuardHttp extends Context {
   private guard: GuardRoot;
@@ -206,19 +209,20 @@ class GuardHttp extends Context {
     }
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
-    if (ruleSet[RULE_UA].enabled) {
+    let bits: u32 = 0;
+    if (cfg.custom.rules.length > 0) {
+      // The custom rules' matchers, reading the User-Agent once for them and the built-in rule.
+      let plan = cfg.custom.plan;
+      bits = plan.matchRequest(ruleSet[RULE_UA].enabled ? cfg.uaPatterns : null);
+      ua = plan.builtInUa;
+      this.pending = bits & plan.responseBits;
+      bits &= ~plan.responseBits;
+    } else if (ruleSet[RULE_UA].enabled) {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
-    let table = changetype<Table>(this.guard.table);
-    let bits: u32 = 0;
-    if (cfg.custom.rules.length > 0) {
-      let plan = cfg.custom.plan;
-      bits = plan.matchRequest();
-      this.pending = bits & plan.responseBits;
-      bits &= ~plan.responseBits;
-    }
     custom.setBits(bits);
+    let table = changetype<Table>(this.guard.table);
     let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (decision == FAILED) {
@@ -233,26 +237,25 @@ class GuardHttp extends Context {
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    if (this.pending != 0) this.customResponse();
-    this.countResponse();
+    // The status is read once for the custom rules and the errors rule.
+    let code = NOT_READ;
+    if (this.pending != 0) {
+      let cfg = changetype<Config>(this.cfg);
+      if (cfg.custom.plan.needsStatus(this.pending)) code = readStatus();
+      this.customResponse(code);
+    }
+    this.countResponse(code);
     settle();
     return FilterHeadersStatusValues.Continue;
   }
 
   // Counts an error response against the client's errors bucket when its status matches.
-  private countResponse(): void {
+  private countResponse(status: i32): void {
     let cfg = this.cfg;
     // Our own local replies, and responses to requests dry-run would have denied, never count.
     if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) return;
-    let n = readHeader(RESPONSE_HEADERS, STATUS);
-    if (n != 3) return;
-    let p = valuePtr;
-    let code: i32 = 0;
-    for (let i = 0; i < 3; i++) {
-      let d = <i32>load<u8>(p + <usize>i) - 0x30;
-      if (d < 0 || d > 9) return;
-      code = code * 10 + d;
-    }
+    let code = status == NOT_READ ? readStatus() : status;
+    if (code < 0) return;
     // gRPC: an error travels with HTTP 200, in grpc-status, either in these headers (a trailers-only
     // response) or in the trailers. Read only when gRPC statuses are configured.
     if (code == 200 && cfg.grpcMatch != 0) {
@@ -312,12 +315,12 @@ class GuardHttp extends Context {
   }
 
   // The custom rules whose matchers have a response part: their response conditions, then their buckets.
-  private customResponse(): void {
+  private customResponse(code: i32): void {
     let cfg = this.cfg;
     let pending = this.pending;
     this.pending = 0;
     if (cfg === null || !this.tracked || this.replied || this.wouldDeny) return;
-    let bits = cfg.custom.plan.matchResponse(pending);
+    let bits = cfg.custom.plan.matchResponse(pending, code);
     if (bits == 0) return;
     custom.setBits(bits);
     let now = clockMs();

@@ -147,14 +147,23 @@ export class Plan {
     return this.requestSlots.length;
   }
 
+  /** Whether the User-Agent matched the built-in userAgent rule's patterns (matchRequest's `builtInUa`). */
+  builtInUa: bool = false;
+
   /**
    * Evaluates the request parts: returns the bits of the matchers whose request part matched, plus the
-   * bits of response-only matchers (decided later by matchResponse).
+   * bits of response-only matchers (decided later by matchResponse). `builtInUa`, when not null, are the
+   * built-in userAgent rule's patterns: the User-Agent is read once for both, and the result is left in
+   * `this.builtInUa`.
    */
-  matchRequest(): u32 {
+  matchRequest(builtInUa: ArrayBuffer[] | null): u32 {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
-    if (alive == 0) return responseOnly;
+    this.builtInUa = false;
+    if (alive == 0) {
+      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, readHeader(REQUEST_HEADERS, USER_AGENT));
+      return responseOnly;
+    }
     let matchers = this.matchers;
     if ((alive & this.methodBits) != 0) {
       let n = readHeader(REQUEST_HEADERS, METHOD);
@@ -186,8 +195,9 @@ export class Plan {
         if (!ok) alive &= ~((<u32>1) << <u32>i);
       }
     }
-    if ((alive & this.uaBits) != 0) {
+    if ((alive & this.uaBits) != 0 || builtInUa !== null) {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
       let bits = alive & this.uaBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
@@ -200,21 +210,19 @@ export class Plan {
     return alive | responseOnly;
   }
 
-  /** Evaluates the response parts of the matchers in `pending`; returns the bits that matched. */
-  matchResponse(pending: u32): u32 {
+  /** Whether any matcher in `pending` constrains the response status. */
+  needsStatus(pending: u32): bool {
+    return (pending & this.responseBits & this.statusBits) != 0;
+  }
+
+  /**
+   * Evaluates the response parts of the matchers in `pending`; returns the bits that matched. `code` is
+   * the response status (readStatus), read by the caller when needsStatus says so.
+   */
+  matchResponse(pending: u32, code: i32): u32 {
     let alive = pending & this.responseBits;
     if (alive == 0) return 0;
     if ((alive & this.statusBits) != 0) {
-      let n = readHeader(RESPONSE_HEADERS, STATUS);
-      let code: i32 = -1;
-      if (n == 3) {
-        code = 0;
-        for (let i = 0; i < 3; i++) {
-          let d = <i32>load<u8>(valuePtr + <usize>i) - 0x30;
-          if (d < 0 || d > 9) { code = -1; break; }
-          code = code * 10 + d;
-        }
-      }
       let bits = alive & this.statusBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
@@ -226,6 +234,19 @@ export class Plan {
     }
     return evalSlots(this.responseSlots, RESPONSE_HEADERS, alive);
   }
+}
+
+/** The response's :status as a number, or -1 when it is not three digits. */
+export function readStatus(): i32 {
+  let n = readHeader(RESPONSE_HEADERS, STATUS);
+  if (n != 3) return -1;
+  let code: i32 = 0;
+  for (let i = 0; i < 3; i++) {
+    let d = <i32>load<u8>(valuePtr + <usize>i) - 0x30;
+    if (d < 0 || d > 9) return -1;
+    code = code * 10 + d;
+  }
+  return code;
 }
 
 // Reads each slot's header once (skipping slots no alive matcher needs) and clears the bits of the
