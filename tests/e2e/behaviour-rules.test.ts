@@ -13,7 +13,7 @@ import { assertMetrics, banLines, BROWSER_UA, curl, e2e, get, guardFilter, portO
 
 const execFileAsync = promisify(execFile);
 
-/** The presets' limits, as docs/configuration.md documents them. */
+/** The presets' limits, as docs/rules.md documents them (`limit.requests`: that many pass, the next is the violation). */
 const PRESET = {
   noCookies: { requests: 20 },
   redirectLoop: { requests: 50 },
@@ -57,7 +57,6 @@ e2e(
     assert.match(navigations[1].headers.accept ?? "", /^text\/html/);
     const api = app.seen.find((r) => r.path.startsWith("/api/shop/"));
     assert.equal(api?.headers["sec-fetch-mode"], "cors");
-    assert.ok(SHOP_ITEMS >= 30, "the shop has enough items for the crawler tests");
 
     assert.deepEqual(banLines(envoy.log()), []);
     await assertMetrics(envoy, { traffic_guard_requests_total: 25, traffic_guard_tracked_clients: 1 });
