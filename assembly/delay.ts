@@ -1,9 +1,10 @@
 // The requests held back by delay rules (custom-rules.ts HOLD), per VM (Envoy worker).
 //
-// A held stream returned StopIteration from onRequestHeaders (and buffers its body, index.ts); the root
+// A held stream returned StopAllIterationAndBuffer from onRequestHeaders (Envoy buffers its body); the root
 // context's tick releases each one at its time: proxy_set_effective_context(stream) then
-// proxy_continue_stream(request), which Envoy turns into continueDecoding() on that stream. The tick runs
-// only while something is held (proxy_set_tick_period_milliseconds(0) stops it). A stream that ends while
+// proxy_continue_stream(request), which Envoy turns into continueDecoding() on that stream once the tick
+// callback returns. The tick runs every TICK_MS only while something is held, and at the root context's
+// idle period otherwise (index.ts). A stream that ends while
 // held (the client went away, a reset) is removed in onDelete, so nothing is kept for it. The queue is a
 // fixed array: when it is full a request that should wait is let through instead (fail open, counted).
 
@@ -21,6 +22,13 @@ const rules = new StaticArray<i32>(MAX_HELD);
 
 /** Requests held now. */
 export let held: i32 = 0;
+/** Whether this worker asked for the TICK_MS tick (until the tick finds nothing held: slowed()). */
+export let fast: bool = false;
+
+/** Notes that the tick went back to the root context's idle period. */
+export function slowed(): void {
+  fast = false;
+}
 
 /** Holds stream `id` until `until` (ms); false when the queue is full. */
 export function hold(id: u32, until: u64, now: u64, rule: i32): bool {
@@ -31,7 +39,10 @@ export function hold(id: u32, until: u64, now: u64, rule: i32): bool {
   unchecked(rules[held] = rule);
   held++;
   // The tick goes to the root context of the stream that sets it (the effective context's root).
-  if (held == 1) imports.proxy_set_tick_period_milliseconds(TICK_MS);
+  if (!fast) {
+    fast = true;
+    imports.proxy_set_tick_period_milliseconds(TICK_MS);
+  }
   return true;
 }
 
@@ -73,10 +84,4 @@ export function popDue(now: u64): bool {
   poppedRule = unchecked(rules[best]);
   removeAt(best);
   return true;
-}
-
-/** Whether stream `id` is held. */
-export function isHeld(id: u32): bool {
-  for (let k = 0; k < held; k++) if (unchecked(ids[k]) == id) return true;
-  return false;
 }

@@ -2,14 +2,23 @@
 // configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
 // references to what it needs and the client address it resolved, for the response phase.
 
-// The SDK's ABI exports, with host.ts's malloc in place of the SDK's (see host.ts).
-export * from "@solo-io/proxy-runtime/assembly/exports";
+// The SDK's ABI exports that traffic-guard uses, with host.ts's malloc in place of the SDK's (see host.ts).
+// proxy-wasm-cpp-host calls only the callbacks a module exports, and each call into V8 costs Envoy time
+// on every request, so the callbacks this filter has no use for stay unexported: the request and
+// response bodies, request trailers, metadata, gRPC callouts, proxy_on_done (for which cpp-host then
+// assumes "done") and proxy_on_log. proxy_on_delete stays: it releases the stream's context.
+export {
+  proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure, proxy_on_tick,
+  proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create, proxy_on_request_headers,
+  proxy_on_response_headers, proxy_on_response_trailers, proxy_on_http_call_response, proxy_on_delete,
+} from "@solo-io/proxy-runtime/assembly/exports";
 export { free } from "@solo-io/proxy-runtime/assembly/malloc";
 export { malloc } from "./host";
 import {
   RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
-import { get_buffer_bytes, BufferTypeValues, FilterDataStatusValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assembly/imports";
 import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
@@ -19,7 +28,8 @@ import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, R
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
-import { Table, FAILED } from "./table";
+import { Table, FAILED, pluginPrefix } from "./table";
+import { cachedBanUntil, rememberBan, startBanCache, checkLifts } from "./ban-cache";
 import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
@@ -57,6 +67,8 @@ const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
 const GRPC_STATUS = bytes("grpc-status");
+/** The root context's tick period: how soon a lifted ban reaches every worker's ban cache (ban-cache.ts). */
+const TICK_MS: u32 = 1000;
 
 // The plugin's identity for its shared-data keys: Envoy's plugin name (Istio: <namespace>.<name> of the
 // WasmPlugin, unique per proxy), else the root id, else "" (see table.ts).
@@ -76,6 +88,8 @@ class GuardRoot extends RootContext {
   /** Per-custom-rule counters (metrics.ts RuleMetrics). */
   ruleMetrics: m.RuleMetrics = new m.RuleMetrics();
   private defined: bool = false;
+  // When the tick last checked for lifted bans (ms).
+  private liftsCheckedAt: u64 = 0;
 
   createContext(context_id: u32): Context {
     return new GuardHttp(context_id, this);
@@ -103,6 +117,10 @@ class GuardRoot extends RootContext {
     customConfigured(cfg, table, this.ruleMetrics);
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
+    startBanCache(pluginPrefix(plugin));
+    // A host that refuses a tick leaves lifted bans cached until they end; nothing else depends on it.
+    // (Requests held by delay rules keep the faster tick they need, see delay.ts.)
+    proxy_set_tick_period_milliseconds(delay.fast ? delay.TICK_MS : TICK_MS);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -112,9 +130,16 @@ class GuardRoot extends RootContext {
     return true;
   }
 
-  // Releases the requests held by delay rules whose time has come (delay.ts).
+  // Releases the requests held by delay rules whose time has come (delay.ts); the tick then runs every
+  // few milliseconds, and lifted bans are still checked about once a second.
   onTick(): void {
-    releaseDue(this.ruleMetrics, clockMs());
+    let now = clockMs();
+    let holding = delay.fast;
+    if (holding) releaseDue(this.ruleMetrics, now, TICK_MS);
+    if (this.config !== null && (!holding || now - this.liftsCheckedAt >= TICK_MS)) {
+      this.liftsCheckedAt = now;
+      checkLifts();
+    }
   }
 }
 
@@ -207,6 +232,9 @@ class GuardHttp extends Context {
       let ranges = changetype<Ranges>(this.guard.ranges);
       if (ranges.check(cfg, hi, lo, now)) return this.deny(rules.DENY_BANNED, (ranges.banUntil - now + 999) / 1000);
     }
+    // A ban this worker already read from shared data: denied without a shared-data call (ban-cache.ts).
+    let cached = cachedBanUntil(hi, lo, now);
+    if (cached != 0) return this.deny(rules.DENY_BANNED, (cached - now + 999) / 1000);
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
     let bits: u32 = 0;
@@ -232,6 +260,7 @@ class GuardHttp extends Context {
     this.landed(table, cfg, now);
     if (decision == rules.PASS) return FilterHeadersStatusValues.Continue;
     if (decision == rules.HOLD) return this.hold(cfg, now);
+    if (decision == rules.DENY_BANNED) rememberBan(hi, lo, table.banUntil);
     let retryAfter: u64 = table.banUntil > now ? (table.banUntil - now + 999) / 1000 : 0;
     return this.deny(decision, retryAfter);
   }
@@ -293,15 +322,6 @@ class GuardHttp extends Context {
     else this.landed(table, cfg, now);
   }
 
-  // A held request's body waits with it (Envoy buffers it, within the connection's buffer limit).
-  onRequestBody(body_buffer_length: usize, end_of_stream: bool): FilterDataStatusValues {
-    if (this.held) {
-      if (delay.isHeld(this.context_id)) return FilterDataStatusValues.StopIterationAndBuffer;
-      this.held = false;
-    }
-    return FilterDataStatusValues.Continue;
-  }
-
   // Holds the request for a delay rule (custom-rules.ts holdMs), or lets it through in dry-run or when
   // this worker's queue is full.
   private hold(cfg: Config, now: u64): FilterHeadersStatusValues {
@@ -311,7 +331,9 @@ class GuardHttp extends Context {
       return FilterHeadersStatusValues.Continue;
     }
     this.held = true;
-    return FilterHeadersStatusValues.StopIteration;
+    // Envoy buffers the body too (within the connection's buffer limit) until the tick continues the
+    // request, so no body callback is needed (none is exported).
+    return FilterHeadersStatusValues.StopAllIterationAndBuffer;
   }
 
   // The custom rules whose matchers have a response part: their response conditions, then their buckets.
@@ -366,6 +388,7 @@ class GuardHttp extends Context {
     if (table.evicted) metrics.inc(m.EVICTIONS);
     let rule = table.banRule;
     if (rule >= 0) {
+      rememberBan(this.hi, this.lo, table.banUntil);
       let name: string;
       let r: Rule;
       if (rule >= rules.CUSTOM_BASE) {

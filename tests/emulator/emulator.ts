@@ -33,6 +33,7 @@ import {
   BufferType,
   FilterHeadersStatus,
   HTTP_FILTER_EXPORTS,
+  STREAM_CALLBACK_DEFAULTS,
   HeaderMapType,
   LOG_LEVEL_NAMES,
   MetricIds,
@@ -53,6 +54,7 @@ import {
   writeU64,
   wasiClockTimeGet,
   wasiRandomGet,
+  WasiErrno,
   type SharedEntry,
   type Stat,
 } from "../../tools/lib/proxy-wasm-abi.ts";
@@ -105,6 +107,8 @@ export function durationMs(d: string | number): number {
  */
 export class Random {
   private state: bigint;
+  /** When false, random_get returns ENOTSUP (a host without WASI random_get). */
+  available = true;
   constructor(seed = 0x9e3779b97f4a7c15n) {
     this.state = BigInt.asUintN(64, seed) || 1n;
   }
@@ -692,6 +696,10 @@ export class Vm {
   readonly propertyLookups: string[] = [];
   /** Calls per import name. */
   readonly importCalls = new Map<string, number>();
+  /** Calls per exported callback name (what Envoy would call into the module). */
+  readonly callbackCalls = new Map<string, number>();
+  /** Calls into the module's malloc to hand it host values (the copy-out of every value returned). */
+  mallocCalls = 0;
   private readonly metricIds = new MetricIds();
   private pluginConfig: Uint8Array | undefined;
   private vmConfigAvailable = false;
@@ -724,6 +732,23 @@ export class Vm {
       if (ok === 0) throw new Error(`proxy_on_vm_start returned 0 on VM ${index}: Envoy would fail the VM`);
     } finally {
       this.vmConfigAvailable = false;
+    }
+  }
+
+  /** The tick period the module asked for (proxy_set_tick_period_milliseconds; 0 = no ticks). */
+  tickPeriodMs = 0;
+
+  /**
+   * Delivers one timer tick to the root context (proxy_on_tick), as Envoy's dispatcher does every
+   * tickPeriodMs; tests move the clock themselves. Fails when the module asked for no ticks.
+   */
+  tick(): void {
+    if (this.tickPeriodMs === 0) throw new Error(`VM ${this.index}: the module set no tick period, so Envoy would never call proxy_on_tick`);
+    this.effectiveId = undefined;
+    try {
+      this.call("proxy_on_tick", undefined, this.rootContextId);
+    } finally {
+      this.effectiveId = undefined;
     }
   }
 
@@ -767,21 +792,10 @@ export class Vm {
     return s;
   }
 
-  /** The tick period the module set (0: no tick), and the context made effective last (reset per call). */
-  tickPeriodMs = 0;
+  /** The context the module made effective last with proxy_set_effective_context (reset around each tick). */
   effectiveId: number | undefined;
   /** Context ids of the streams the module resumed with proxy_continue_stream, in order. */
   readonly continues: number[] = [];
-
-  /** Runs the root context's proxy_on_tick, as Envoy's timer does every tickPeriodMs. */
-  tick(): void {
-    this.effectiveId = undefined;
-    try {
-      this.call("proxy_on_tick", undefined, this.rootContextId);
-    } finally {
-      this.effectiveId = undefined;
-    }
-  }
 
   /** request(opts).respond(status): one complete exchange. */
   send(opts: RequestOptions = {}, status = 200): HttpStream {
@@ -797,7 +811,12 @@ export class Vm {
   call(name: string, stream: HttpStream | undefined, ...args: number[]): number {
     if (this.failed) throw new Error(`VM ${this.index} failed earlier and cannot run ${name}: ${this.failed.message}`);
     const fn = this.exports[name];
-    if (typeof fn !== "function") throw new Error(`module does not export ${name}`);
+    if (typeof fn !== "function") {
+      // cpp-host skips a stream callback the module does not export and goes on with its default.
+      if (stream !== undefined && Object.hasOwn(STREAM_CALLBACK_DEFAULTS, name)) return STREAM_CALLBACK_DEFAULTS[name];
+      throw new Error(`module does not export ${name}`);
+    }
+    this.callbackCalls.set(name, (this.callbackCalls.get(name) ?? 0) + 1);
     const prevStream = this.current;
     const prevDuring = this.during;
     this.current = stream;
@@ -833,7 +852,13 @@ export class Vm {
     return guarded(() => {}, () => writeU32(this.guest, ptr, v)) === WasmResult.Ok;
   }
   /** The module's memory and malloc, as the shared ABI helpers take them. */
-  private readonly guest = { memory: () => this.exports.memory, malloc: (size: number) => Number(this.exports.malloc(size)) };
+  private readonly guest = {
+    memory: () => this.exports.memory,
+    malloc: (size: number) => {
+      this.mallocCalls++;
+      return Number(this.exports.malloc(size));
+    },
+  };
   /** Records an ABI problem the shared helpers report (their result is InvalidMemoryAccess). */
   private readonly onProblem = (what: string): void => void this.bad(what);
   /** Hands a value to the module (see copyOut in tools/lib/proxy-wasm-abi.ts). */
@@ -1054,6 +1079,7 @@ export class Vm {
     const wasi: Record<string, (...a: any[]) => number> = {
       random_get: (ptr: number, len: number) => {
         this.importCalls.set("random_get", (this.importCalls.get("random_get") ?? 0) + 1);
+        if (!this.host.random.available) return WasiErrno.NotSupported;
         return wasiRandomGet(this.guest, ptr, len, (bytes) => this.host.random.fill(bytes));
       },
       clock_time_get: (id: number, _precision: bigint, ptr: number) => {

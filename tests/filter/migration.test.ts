@@ -27,7 +27,8 @@ test("shrinking from the maximum capacity (1 048 576) to 1024 does bounded work 
   assert.ok(h.vm(0).configure(conf(1024)));
   const configureMs = performance.now() - t0;
   const configureCalls = sharedCalls(h) - calls;
-  assert.ok(configureCalls <= 2, `configure made ${configureCalls} shared-data calls (one read, one CAS)`);
+  // The table's meta read and CAS, and the ban cache's lift-generation read (assembly/ban-cache.ts).
+  assert.ok(configureCalls <= 3, `configure made ${configureCalls} shared-data calls (meta read, meta CAS, lift generation)`);
 
   // Banned clients come back first: each request merges its own old set before anything else.
   for (const peer of banned.slice(0, 50)) assertDenied(h.vm(0).send({ peer }), 403, `${peer} during the migration`);

@@ -199,6 +199,10 @@ function createMockHost() {
     proxy_set_effective_context() {
       return R.Ok;
     },
+    // The period is Envoy's business; specs call proxy_on_tick themselves.
+    proxy_set_tick_period_milliseconds() {
+      return R.Ok;
+    },
   };
 
   const mock = {

@@ -72,14 +72,30 @@ export const REQUIRED_PROXY_WASM_EXPORTS = [
   "proxy_on_configure",
 ] as const;
 
-/** The further exports an HTTP filter needs for Envoy to run a request through it. */
-export const HTTP_FILTER_EXPORTS = [
-  "proxy_on_request_headers",
-  "proxy_on_response_headers",
-  "proxy_on_done",
-  "proxy_on_log",
-  "proxy_on_delete",
-] as const;
+/**
+ * The export an HTTP filter needs for Envoy to run a request through it. Every other stream callback
+ * (response headers, bodies, trailers, proxy_on_done, proxy_on_log, proxy_on_delete) is optional:
+ * cpp-host calls only the callbacks a module exports, and for a missing one acts as if it had returned
+ * its default (see STREAM_CALLBACK_DEFAULTS).
+ */
+export const HTTP_FILTER_EXPORTS = ["proxy_on_request_headers"] as const;
+
+/**
+ * What proxy-wasm-cpp-host (src/context.cc) does in place of a stream callback the module does not
+ * export: headers, bodies and trailers continue (0), proxy_on_done reports the stream done (1), and
+ * proxy_on_log / proxy_on_delete are skipped (0, unused).
+ */
+export const STREAM_CALLBACK_DEFAULTS: Readonly<Record<string, number>> = {
+  proxy_on_request_headers: 0,
+  proxy_on_request_body: 0,
+  proxy_on_request_trailers: 0,
+  proxy_on_response_headers: 0,
+  proxy_on_response_body: 0,
+  proxy_on_response_trailers: 0,
+  proxy_on_done: 1,
+  proxy_on_log: 0,
+  proxy_on_delete: 0,
+};
 
 /** The ABI marker export, e.g. `proxy_abi_version_0_2_0`. */
 export const ABI_VERSION_EXPORT = /^proxy_abi_version_\d+_\d+_\d+$/;
