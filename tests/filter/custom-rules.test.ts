@@ -3,14 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Host, type RequestOptions } from "../emulator/emulator.ts";
-import { M, start, cfg, rateRule, assertPassed, assertDenied, assertHostClean, bans } from "./helpers.ts";
+import { M, start, cfg, rateRule, assertPassed, assertDenied, assertHostClean, bans, ruleMetric as rm } from "./helpers.ts";
 
 const C = { peer: "198.51.100.7:4000" } satisfies RequestOptions;
-
-/** The per-rule counter name (assembly/metrics.ts ruleMetricName). */
-function rm(rule: string, kind: "denied" | "bans" | "delayed" | "delayed_ms"): string {
-  return `traffic_guard_rule_${rule.replaceAll("-", "_")}_${kind}_total`;
-}
 
 /** A custom rule that takes on `take`, with a limit of `requests` per hour and no ban (deny while empty). */
 function rule(name: string, take: object, requests = 1, extra: object = {}): object {
