@@ -226,3 +226,27 @@ test("two workers with different rule lists convert each other's sets without lo
   assertDenied(h.vm(0).send({ ...x, path: "/" }), 403, "worker 0 reads worker 1's set: the ban holds");
   assertHostClean(h);
 });
+
+test("a capacity change together with a rule change moves every record into the new layout, bans and buckets kept", async () => {
+  const a = rule("rule-a", { request: { path: ["/a"] } }, 2, { ban: "1h" });
+  const b = rule("rule-b", { request: { path: ["/b"] } }, 2, { ban: "1h" });
+  const h = await Host.start({ config: cfg({ capacity: 1024, rules: { custom: [a] } }) });
+  const banned = Array.from({ length: 40 }, (_, i) => ({ peer: `198.51.100.${i + 1}:1`, path: "/a" }));
+  for (const c of banned) {
+    for (let i = 0; i < 2; i++) assertPassed(h.vm(0).send(c));
+    assertDenied(h.vm(0).send(c), 403, `ban ${c.peer}`);
+  }
+  const spender = { peer: "203.0.113.50:1", path: "/a" };
+  assertPassed(h.vm(0).send(spender));
+  // Twice the capacity and a rule in front of rule-a: the old sets drain into the new geometry and layout.
+  assert.ok(h.vm(0).configure(cfg({ capacity: 2048, rules: { custom: [b, a] } })));
+  for (let i = 0; !h.logs.some((l) => /capacity change complete/.test(l.text)); i++) {
+    h.vm(0).send({ peer: `100.64.${i >> 8}.${i & 255}:1` });
+    assert.ok(i < 5_000, "the migration completes");
+  }
+  for (const c of banned) assertDenied(h.vm(0).send({ ...c, path: "/" }), 403, `${c.peer} still banned after the move`);
+  assertPassed(h.vm(0).send(spender), "rule-a's second token came along");
+  assertDenied(h.vm(0).send(spender), 403, "and it was the last");
+  assertPassed(h.vm(0).send({ ...spender, peer: "203.0.113.51:1", path: "/b" }), "rule-b starts full");
+  assertHostClean(h);
+});
