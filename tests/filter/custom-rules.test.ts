@@ -250,3 +250,15 @@ test("a capacity change together with a rule change moves every record into the 
   assertPassed(h.vm(0).send({ ...spender, peer: "203.0.113.51:1", path: "/b" }), "rule-b starts full");
   assertHostClean(h);
 });
+
+test("an error response counted by the errors rule does not apply the request's custom matches a second time", async () => {
+  const h = await start({ rules: { errors: { enabled: true, statuses: ["4xx"], limit: { requests: 100, per: "1m" }, ban: "1h" }, custom: [rule("posts", { request: { method: ["POST"] } }, 2)] } });
+  for (let i = 0; i < 2; i++) {
+    const s = h.vm(0).request({ ...C, method: "POST" });
+    assertPassed(s, `POST ${i + 1}`);
+    s.respond(404);
+  }
+  assertDenied(h.vm(0).send({ ...C, method: "POST" }), 403, "two POSTs spent two tokens, not four");
+  assert.equal(h.metrics.get(rm("posts", "denied")), 1);
+  assertHostClean(h);
+});
