@@ -116,7 +116,7 @@ const CUSTOM = {
   ],
 };
 
-const CONFIGS: Record<string, any>[] = [
+const CONFIGS = [
   { clientAddress: { source: "peer" } },
   { clientAddress: { source: "xff", trustedHops: 1 }, rules: CUSTOM },
   { clientAddress: { source: "xff", trustedHops: 0 } },
@@ -129,7 +129,7 @@ const CONFIGS: Record<string, any>[] = [
   cfg({
     ...extra,
     capacity: 1024,
-    rules: { rate: rateRule(5, "1m", "30s"), userAgent: uaRule(["curl/*", "*sqlmap*", "*"], 3, "1m", "1m"), errors: errorsRule(["4xx", 503], 4, "1m", "0s"), ...(extra.rules ?? {}) },
+    rules: { rate: rateRule(5, "1m", "30s"), userAgent: uaRule(["curl/*", "*sqlmap*", "*"], 3, "1m", "1m"), errors: errorsRule(["4xx", 503], 4, "1m", "0s"), ...((extra as Record<string, any>).rules ?? {}) },
     response: { status: 429, body: "x", headers: { "content-type": "text/plain" } },
   }),
 );
