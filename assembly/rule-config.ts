@@ -90,6 +90,7 @@ export class CustomRules {
       this.plan.add(2 * i + 1, r.give);
     }
     this.responseBits = this.plan.responseBits;
+    this.plan.pairs = this.plan.usePairs();
   }
 }
 

@@ -88,14 +88,17 @@ export function onErrorResponse(r: usize, cfg: Config, now: u64): void {
   consume(r, RULE_ERRORS, now, cfg);
 }
 
-/** A response of the tracked client: a matching error when `countError`, then the custom rules' response matches. */
+/**
+ * A response of the tracked client: a matching error when `countError`, else the custom rules' response
+ * matches (custom-rules.ts bits, set by the caller for this update only).
+ */
 export function onResponse(r: usize, cfg: Config, countError: bool, now: u64): void {
   banStartedRule = -1;
   dirty = false;
   if (rec.isBanned(r, now)) return;
   if (countError) {
     consume(r, RULE_ERRORS, now, cfg);
-    if (banStartedRule >= 0) return;
+    return;
   }
   if (custom.bits == 0) return;
   custom.onResponse(r, cfg, now);

@@ -3,14 +3,9 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Host, type RequestOptions } from "../emulator/emulator.ts";
-import { M, start, cfg, rateRule, assertPassed, assertDenied, assertHostClean, bans } from "./helpers.ts";
+import { M, start, cfg, rateRule, assertPassed, assertDenied, assertHostClean, bans, ruleMetric as rm } from "./helpers.ts";
 
 const C = { peer: "198.51.100.7:4000" } satisfies RequestOptions;
-
-/** The per-rule counter name (assembly/metrics.ts ruleMetricName). */
-function rm(rule: string, kind: "denied" | "bans" | "delayed" | "delayed_ms"): string {
-  return `traffic_guard_rule_${rule.replaceAll("-", "_")}_${kind}_total`;
-}
 
 /** A custom rule that takes on `take`, with a limit of `requests` per hour and no ban (deny while empty). */
 function rule(name: string, take: object, requests = 1, extra: object = {}): object {
@@ -230,4 +225,64 @@ test("two workers with different rule lists convert each other's sets without lo
   assertDenied(h.vm(1).send({ ...x, path: "/a" }), 403, "worker 1 reads worker 0's set: a's token is spent");
   assertDenied(h.vm(0).send({ ...x, path: "/" }), 403, "worker 0 reads worker 1's set: the ban holds");
   assertHostClean(h);
+});
+
+test("a capacity change together with a rule change moves every record into the new layout, bans and buckets kept", async () => {
+  const a = rule("rule-a", { request: { path: ["/a"] } }, 2, { ban: "1h" });
+  const b = rule("rule-b", { request: { path: ["/b"] } }, 2, { ban: "1h" });
+  const h = await Host.start({ config: cfg({ capacity: 1024, rules: { custom: [a] } }) });
+  const banned = Array.from({ length: 40 }, (_, i) => ({ peer: `198.51.100.${i + 1}:1`, path: "/a" }));
+  for (const c of banned) {
+    for (let i = 0; i < 2; i++) assertPassed(h.vm(0).send(c));
+    assertDenied(h.vm(0).send(c), 403, `ban ${c.peer}`);
+  }
+  const spender = { peer: "203.0.113.50:1", path: "/a" };
+  assertPassed(h.vm(0).send(spender));
+  // Twice the capacity and a rule in front of rule-a: the old sets drain into the new geometry and layout.
+  assert.ok(h.vm(0).configure(cfg({ capacity: 2048, rules: { custom: [b, a] } })));
+  for (let i = 0; !h.logs.some((l) => /capacity change complete/.test(l.text)); i++) {
+    h.vm(0).send({ peer: `100.64.${i >> 8}.${i & 255}:1` });
+    assert.ok(i < 5_000, "the migration completes");
+  }
+  for (const c of banned) assertDenied(h.vm(0).send({ ...c, path: "/" }), 403, `${c.peer} still banned after the move`);
+  assertPassed(h.vm(0).send(spender), "rule-a's second token came along");
+  assertDenied(h.vm(0).send(spender), 403, "and it was the last");
+  assertPassed(h.vm(0).send({ ...spender, peer: "203.0.113.51:1", path: "/b" }), "rule-b starts full");
+  assertHostClean(h);
+});
+
+test("an error response counted by the errors rule does not apply the request's custom matches a second time", async () => {
+  const h = await start({ rules: { errors: { enabled: true, statuses: ["4xx"], limit: { requests: 100, per: "1m" }, ban: "1h" }, custom: [rule("posts", { request: { method: ["POST"] } }, 2)] } });
+  for (let i = 0; i < 2; i++) {
+    const s = h.vm(0).request({ ...C, method: "POST" });
+    assertPassed(s, `POST ${i + 1}`);
+    s.respond(404);
+  }
+  assertDenied(h.vm(0).send({ ...C, method: "POST" }), 403, "two POSTs spent two tokens, not four");
+  assert.equal(h.metrics.get(rm("posts", "denied")), 1);
+  assertHostClean(h);
+});
+
+test("matchers give the same answers whether headers are read one by one or as the whole map in one call", async () => {
+  const probeTake = { request: { header: { cookie: "absent" }, path: ["/p*"] } }; // two reads: one by one
+  const probe = rule("probe", probeTake);
+  const others = [rule("o1", { request: { header: { "x-one": "present" } } }, 100), rule("o2", { request: { header: { "x-two": "a*" } } }, 100)];
+  const cases: RequestOptions[] = [
+    { path: "/p" },
+    { path: "/p", headers: { cookie: "" } },
+    { path: "/p", headers: { cookie: "sid=1" } },
+    { path: "/p", headers: [["cookie", ""], ["cookie", "sid=1"]] },
+    { path: "/p", headers: [["cookie", "sid=1"], ["cookie", ""]] },
+    { path: "/q", headers: { "x-one": "1", "x-two": "abc" } },
+    { path: "/P?x", headers: { COOKIE: "" } },
+  ];
+  for (const [i, req] of cases.entries()) {
+    const one = await taken(probeTake, req);
+    const h = await start({ rules: { custom: [probe, ...others] } });
+    h.vm(0).send({ ...C, ...req });
+    const whole = h.vm(0).send({ ...C, ...req }).localReply !== undefined;
+    assert.ok(h.vm(0).importCalls.get("proxy_get_header_map_pairs")! > 0, "three header reads: the whole map is read");
+    assert.equal(whole, one, `case ${i}: ${JSON.stringify(req)}`);
+    assertHostClean(h);
+  }
 });

@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Host, type HttpStream, type RequestOptions } from "../emulator/emulator.ts";
-import { start, assertPassed, assertDenied, assertHostClean, bans } from "./helpers.ts";
+import { start, assertPassed, assertDenied, assertHostClean, bans, ruleMetric } from "./helpers.ts";
 
 const C = { peer: "198.51.100.7:4000" } satisfies RequestOptions;
 
@@ -20,7 +20,7 @@ const SLOW = {
 /** The root context's tick period while nothing is held (index.ts, the ban cache's lift check). */
 const IDLE_TICK = 1000;
 
-const metric = (h: Host, kind: string) => h.metrics.get(`traffic_guard_rule_slow_down_${kind}_total`);
+const metric = (h: Host, kind: "denied" | "bans" | "delayed" | "delayed_ms") => h.metrics.get(ruleMetric("slow-down", kind));
 
 /** Moves the clock in 5 ms steps for `ms`, delivering a tick whenever the module's tick period is 5 ms. */
 function run(h: Host, ms: number): void {
