@@ -1,7 +1,7 @@
 // A request's custom-rule matches belong to that request alone: an error response (which the errors rule
 // counts) must not spend a custom rule's token again, nor spend one for another client whose request
-// happened to be the last one the worker matched. Found by tests/e2e/behaviour-rules.test.ts, where
-// `.env` probes answered 404 were counted twice by the sensitive-files preset.
+// happened to be the last one the worker matched. tests/e2e/behaviour-rules.test.ts shows the same
+// with curl's `.env` probes, answered 404, in real Envoy.
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Host } from "../emulator/emulator.ts";
