@@ -58,7 +58,8 @@ e2e("requests over a delay rule are held, released spaced to the rule's rate, an
 
 e2e("a preset bans under its own name: the ban line and its counters at /stats/prometheus", async (s) => {
   const app = await s.app();
-  const filter = guardFilter({ clientAddress: { source: "peer" }, rules: { errors: OFF, presets: ["sensitive-files"] } });
+  // Two presets: the filter reads :path, accept and cookie for them.
+  const filter = guardFilter({ clientAddress: { source: "peer" }, rules: { errors: OFF, presets: ["sensitive-files", "no-cookies"] } });
   const edge = await s.envoy({ label: "preset-edge", concurrency: 1, spec: edgeSpec({ upstreamPort: app.port, filters: [filter] }) });
   const port = portOf(edge, "edge");
   for (const path of ["/.env", "/.git/config", "/db.sql"]) assert.notEqual((await get("127.0.0.1", port, path)).status, 403, path);
@@ -71,4 +72,10 @@ e2e("a preset bans under its own name: the ban line and its counters at /stats/p
   assert.equal(values.get("traffic_guard_rule_sensitive_files_denied_total"), 1);
   assert.equal(values.get("traffic_guard_denied_banned_total"), 1);
   assert.equal(values.has("traffic_guard_rule_sensitive_files_delayed_total"), false, "delay counters only for delay rules");
+  // no-cookies: page loads (accept: text/html) without a cookie, from another client address.
+  const page = { from: "127.0.0.2", headers: { accept: "text/html,application/xhtml+xml" } };
+  for (let i = 0; i < 20; i++) assert.equal((await get("127.0.0.1", port, "/", page)).status, 200, `cookieless page ${i}`);
+  for (let i = 0; i < 5; i++) assert.equal((await get("127.0.0.1", port, "/", { from: "127.0.0.3", headers: { ...page.headers, cookie: "sid=1" } })).status, 200);
+  assert.equal((await get("127.0.0.1", port, "/", page)).status, 403, "the 21st cookieless page");
+  assert.deepEqual(banLines(edge.log()).map((b) => b.rule), ["sensitive-files", "no-cookies"]);
 });
