@@ -113,6 +113,8 @@ export class Config {
   capacity: u32 = 65536;
   /** rules.custom and rules.presets (rule-config.ts); none by default. */
   custom: CustomRules = new CustomRules();
+  /** `decisions`: bans shared through etcd (see decisions.ts); null = local-only. */
+  decisions: DecisionsConfig | null = null;
 
   constructor() {
     for (let i = 0; i < DEFAULT_UA_PATTERNS.length; i++) this.uaPatterns.push(String.UTF8.encode(DEFAULT_UA_PATTERNS[i]));
@@ -144,6 +146,81 @@ export class Config {
     for (let i = 0; i < this.custom.rules.length; i++) out += (out.length > 0 ? "," : "") + this.custom.rules[i].name;
     return out.length > 0 ? out : "none";
   }
+}
+
+/** The `decisions` block: where the shared decisions live in etcd and how often they are synced. */
+export class DecisionsConfig {
+  /** The Envoy cluster that reaches etcd's JSON gateway. */
+  cluster: string = "";
+  /** The Host header of the calls (default: the host part of an Istio cluster name, else the cluster name). */
+  authority: string = "";
+  /** The key space; records live under <prefix>bans/. */
+  prefix: string = "traffic-guard/default/";
+  /** Poll period in ms. */
+  intervalMs: u64 = 1000;
+  /** Timeout of one call in ms. */
+  timeoutMs: u64 = 500;
+  /** Whether this proxy publishes the bans it starts. */
+  publish: bool = true;
+}
+
+/** The authority derived from a cluster name: the host of Istio's "outbound|<port>|<subset>|<host>", else the name. */
+export function clusterAuthority(cluster: string): string {
+  let parts = cluster.split("|");
+  if (parts.length == 4 && parts[3].length > 0) return parts[3];
+  return cluster;
+}
+
+// A string of 1 to `max` printable ASCII characters without spaces (cluster names, hosts, key prefixes).
+function isPlainText(s: string, max: i32): bool {
+  if (s.length == 0 || s.length > max) return false;
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c <= 0x20 || c >= 0x7f) return false;
+  }
+  return true;
+}
+
+// decisions: { cluster (required), authority, prefix, interval, timeout, publish }.
+function parseDecisions(ck: Checker, v: JValue, cfg: Config): void {
+  const path = "decisions";
+  if (!ck.object(v, path)) return;
+  ck.only(v, path, ["cluster", "authority", "prefix", "interval", "timeout", "publish"]);
+  let d = new DecisionsConfig();
+  let c = v.get("cluster");
+  if (c === null) ck.errors.push(path + ".cluster: required (the Envoy cluster of etcd, e.g. \"outbound|2379||traffic-guard-etcd.traffic-guard.svc.cluster.local\")");
+  else if (c.kind == JKind.String && isPlainText(c.str, 512)) d.cluster = c.str;
+  else ck.bad(path + ".cluster", "an Envoy cluster name (1 to 512 printable characters, no spaces)", c);
+  d.authority = clusterAuthority(d.cluster);
+  let a = v.get("authority");
+  if (a !== null) {
+    if (a.kind == JKind.String && isPlainText(a.str, 256)) d.authority = a.str;
+    else ck.bad(path + ".authority", "a host name like \"traffic-guard-etcd.traffic-guard.svc.cluster.local\" (1 to 256 printable characters, no spaces)", a);
+  }
+  let p = v.get("prefix");
+  if (p !== null) {
+    if (p.kind == JKind.String && isPlainText(p.str, 256) && p.str.endsWith("/")) d.prefix = p.str;
+    else ck.bad(path + ".prefix", "a key prefix ending in \"/\" like \"traffic-guard/default/\" (at most 256 printable characters, no spaces)", p);
+  }
+  let iv = v.get("interval");
+  if (iv !== null) {
+    d.intervalMs = ck.duration(iv, path + ".interval", false, d.intervalMs);
+    if (d.intervalMs < 100 || d.intervalMs > 60_000) {
+      ck.bad(path + ".interval", "a duration from \"100ms\" to \"60s\"", iv);
+      d.intervalMs = 1000;
+    }
+  }
+  let t = v.get("timeout");
+  if (t !== null) {
+    d.timeoutMs = ck.duration(t, path + ".timeout", false, d.timeoutMs);
+    if (d.timeoutMs < 10 || d.timeoutMs > 30_000) {
+      ck.bad(path + ".timeout", "a duration from \"10ms\" to \"30s\"", t);
+      d.timeoutMs = 500;
+    }
+  }
+  let pb = v.get("publish");
+  if (pb !== null) d.publish = ck.bool(pb, path + ".publish", true);
+  cfg.decisions = d;
 }
 
 /** The result of parseConfig: `config` when `errors` is empty. */
@@ -535,7 +612,7 @@ export function parseConfig(text: string): ParseResult {
     res.errors = ck.errors;
     return res;
   }
-  ck.only(root, "", ["mode", "clientAddress", "prefixes", "allow", "deny", "skipPaths", "rules", "ban", "response", "capacity"]);
+  ck.only(root, "", ["mode", "clientAddress", "prefixes", "allow", "deny", "skipPaths", "rules", "ban", "response", "capacity", "decisions"]);
 
   let mode = root.get("mode");
   if (mode !== null) {
@@ -621,6 +698,9 @@ export function parseConfig(text: string): ParseResult {
 
   let cap = root.get("capacity");
   if (cap !== null) cfg.capacity = <u32>ck.int(cap, "capacity", <f64>MIN_CAPACITY, <f64>MAX_CAPACITY, 65536);
+
+  let dec = root.get("decisions");
+  if (dec !== null) parseDecisions(ck, dec, cfg);
 
   cfg.deriveMeshRules();
   if (ck.errors.length > 0) res.errors = ck.errors;

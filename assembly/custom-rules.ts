@@ -27,8 +27,9 @@ export let banRule: i32 = -1;
 export let banByThen: bool = false;
 /** The rule that denied, or -1. */
 export let deniedRule: i32 = -1;
-/** How long to hold the request (HOLD), and the delay rule that holds it. */
+/** How long to hold the request (HOLD), in ms. */
 export let holdMs: u64 = 0;
+/** The delay rule that holds it. */
 export let holdRule: i32 = -1;
 
 /** Sets the matcher bits of this phase. */

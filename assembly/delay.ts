@@ -66,9 +66,11 @@ export function remove(id: u32): bool {
   return false;
 }
 
-/** The stream, hold start and rule of the entry popDue returned last. */
+/** The stream of the entry popDue returned last. */
 export let poppedId: u32 = 0;
+/** When that stream was held (ms). */
 export let poppedSince: u64 = 0;
+/** The delay rule that held it. */
 export let poppedRule: i32 = -1;
 
 /** Removes one entry due at `now` into popped*, earliest first; false when none is due. */

@@ -83,17 +83,6 @@ export function readHeader(map: i32, name: ArrayBuffer): i32 {
   return finishRead(imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4));
 }
 
-/**
- * Reads a whole header map into the scratch region in the ABI's pair format (u32 count, count × (u32 name
- * length, u32 value length), then each name and value followed by a NUL); returns its size and sets valuePtr.
- * One host call instead of one per header (see matchers.ts).
- */
-export function readHeaderPairs(map: i32): i32 {
-  store<u64>(OUT, 0);
-  scratchArmed = true;
-  return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
-}
-
 /** Reads a property (path segments separated by NUL) into the scratch region; returns its length and sets valuePtr. */
 export function readProperty(path: ArrayBuffer): i32 {
   store<u64>(OUT, 0);

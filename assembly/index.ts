@@ -38,6 +38,7 @@ import * as custom from "./custom-rules";
 import { readStatus } from "./matchers";
 import * as delay from "./delay";
 import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
+import { Decisions } from "./decisions";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -87,9 +88,12 @@ class GuardRoot extends RootContext {
   metrics: m.Metrics = new m.Metrics();
   /** Per-custom-rule counters (metrics.ts RuleMetrics). */
   ruleMetrics: m.RuleMetrics = new m.RuleMetrics();
+  /** The shared-decisions sync (null without a `decisions` block). */
+  decisions: Decisions | null = null;
   private defined: bool = false;
-  // When the tick last checked for lifted bans (ms).
-  private liftsCheckedAt: u64 = 0;
+  // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
+  private idleTickMs: u32 = TICK_MS;
+  private periodicAt: u64 = 0;
 
   createContext(context_id: u32): Context {
     return new GuardHttp(context_id, this);
@@ -118,9 +122,13 @@ class GuardRoot extends RootContext {
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     startBanCache(pluginPrefix(plugin));
-    // A host that refuses a tick leaves lifted bans cached until they end; nothing else depends on it.
-    // (Requests held by delay rules keep the faster tick they need, see delay.ts.)
-    proxy_set_tick_period_milliseconds(delay.fast ? delay.TICK_MS : TICK_MS);
+    let dc = cfg.decisions;
+    this.decisions = dc === null ? null : new Decisions(cfg, table, changetype<Ranges>(this.ranges), this.metrics, plugin);
+    // A host that refuses a tick leaves lifted bans cached until they end and the decisions unsynced;
+    // nothing else depends on it. The decisions sync needs a tick at least every interval. Requests held
+    // by delay rules keep the faster tick they need (delay.ts).
+    this.idleTickMs = dc !== null && <u32>dc.intervalMs < TICK_MS ? <u32>dc.intervalMs : TICK_MS;
+    proxy_set_tick_period_milliseconds(delay.fast ? delay.TICK_MS : this.idleTickMs);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -130,17 +138,36 @@ class GuardRoot extends RootContext {
     return true;
   }
 
-  // Releases the requests held by delay rules whose time has come (delay.ts); the tick then runs every
-  // few milliseconds, and lifted bans are still checked about once a second.
+  // The tick releases the requests held by delay rules whose time has come (delay.ts), checks for lifted
+  // bans and runs the decisions sync (which, with its answers, may leave garbage). While requests are held
+  // it runs every few milliseconds, and the periodic work keeps its own pace.
   onTick(): void {
     let now = clockMs();
-    let holding = delay.fast;
-    if (holding) releaseDue(this.ruleMetrics, now, TICK_MS);
-    if (this.config !== null && (!holding || now - this.liftsCheckedAt >= TICK_MS)) {
-      this.liftsCheckedAt = now;
-      checkLifts();
+    if (delay.fast) {
+      releaseDue(this.ruleMetrics, now, this.idleTickMs);
+      if (now - this.periodicAt < <u64>this.idleTickMs) return;
     }
+    this.periodicAt = now;
+    if (this.config !== null) checkLifts();
+    let d = this.decisions;
+    if (d === null) return;
+    d.tick();
+    settleRoot(d);
   }
+
+  onHttpCallResponse(token: u32, headers: u32, body_size: u32, trailers: u32): void {
+    let d = this.decisions;
+    if (d === null) return;
+    d.onResponse(token, body_size);
+    settleRoot(d);
+  }
+}
+
+// A collection after a root callback of the decisions sync, once its garbage adds up (see settle).
+function settleRoot(d: Decisions): void {
+  charged += d.garbage;
+  d.garbage = 0;
+  settle();
 }
 
 // Whether the n bytes at p are a gRPC status code (decimal, 0 to 16) whose bit is set in `mask`.
@@ -405,6 +432,12 @@ class GuardHttp extends Context {
         "s: rule=" + name + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
+      let d = this.guard.decisions;
+      if (d !== null && !cfg.dryRun) {
+        d.noteBan(addr, table.banUntil, table.strike, name);
+        charged += d.garbage; // the queue copy it made counts toward the next collection (see settle)
+        d.garbage = 0;
+      }
       if (cfg.rangeThreshold > 0 && !this.mesh) {
         let ranges = changetype<Ranges>(this.guard.ranges);
         if (ranges.noteBan(cfg, this.hi, this.lo, now)) {
@@ -413,6 +446,9 @@ class GuardHttp extends Context {
             ranges.prefix.toString() + " for " + ((ranges.banUntil - now + 999) / 1000).toString() + "s: " +
             ranges.clients.toString() + " clients banned within " + (cfg.rangeWindowMs / 1000).toString() + "s" +
             (cfg.dryRun ? " (dry-run)" : ""));
+          if (d !== null && !cfg.dryRun) {
+            d.noteBan(formatAddress(ranges.rangeHi, ranges.rangeLo) + "/" + ranges.prefix.toString(), ranges.banUntil, 1, "range");
+          }
         }
       }
     }

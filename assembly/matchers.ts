@@ -3,15 +3,12 @@
 // A rule has a `take` matcher and optionally a `give` matcher; each has a request part, a response part
 // or both. Everything inside one matcher must match (AND); a list inside it means any of its items (OR).
 // At configure time a Plan gathers every matcher of the configuration and the header names they read, so
-// that per request each header is looked at once (host.ts readHeader writes into one scratch block, so a
-// value must be used before the next read): each look updates a bitmask of the matchers still matching,
-// bit 2i for rule i's take and bit 2i+1 for its give. When the rules need PAIRS_FROM or more request
-// headers, the whole request header map is read in one host call (proxy_get_header_map_pairs) and the
-// values are found in it: every host call costs a crossing from V8 into Envoy, and every value returned a
-// call back into the module's malloc. Nothing here allocates per request and no regular
+// that per request each header is read once (host.ts readHeader writes into one scratch block, so a value
+// must be used before the next read): each read updates a bitmask of the matchers still matching, bit
+// 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, readHeaderPairs, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { globMatch, matchesAnyAt } from "./glob";
 
 /** A header condition: the header must be present. */
@@ -79,44 +76,6 @@ class Slot {
   constructor(name: string) {
     this.name = bytes(name);
   }
-}
-
-/** Header reads a request needs from which the plan reads the whole map in one call instead (readHeaderPairs). */
-export const PAIRS_FROM: i32 = 3;
-
-// Where the value of the last lookup starts: valuePtr after a single read, or inside the pairs block.
-let vp: usize = 0;
-// The pairs block of this request (0 when the plan reads headers one by one) and its size.
-let pairsBase: usize = 0;
-let pairsSize: usize = 0;
-
-// The value of request header `name`: its length (0 when absent or empty), its bytes at vp. Looks it up in
-// the pairs block when one was read, else reads it from the host.
-function requestValue(name: ArrayBuffer): i32 {
-  if (pairsBase == 0) {
-    let n = readHeader(REQUEST_HEADERS, name);
-    vp = valuePtr;
-    return n;
-  }
-  let p = pairsBase, size = pairsSize;
-  if (size < 4) return 0;
-  let count = <usize>load<u32>(p);
-  if (count > (size - 4) >> 3) return 0;
-  let data = p + 4 + (count << 3);
-  let end = p + size;
-  let nl = <usize>name.byteLength;
-  let np = changetype<usize>(name);
-  for (let i: usize = 0; i < count; i++) {
-    let kl = <usize>load<u32>(p + 4 + (i << 3));
-    let vl = <usize>load<u32>(p + 8 + (i << 3));
-    if (kl > end - data || vl > end - data - kl || end - data - kl - vl < 2) return 0; // malformed: as absent
-    if (kl == nl && memory.compare(data, np, nl) == 0) {
-      vp = data + kl + 1;
-      return <i32>vl;
-    }
-    data += kl + vl + 2;
-  }
-  return 0;
 }
 
 // Finds or adds the slot of header `name`.
@@ -191,18 +150,6 @@ export class Plan {
   /** Whether the User-Agent matched the built-in userAgent rule's patterns (matchRequest's `builtInUa`). */
   builtInUa: bool = false;
 
-  /** Set by the configuration (rule-config.ts) to usePairs(). */
-  pairs: bool = false;
-
-  /** Whether requests read the whole header map once (PAIRS_FROM or more header reads needed) rather than header by header. */
-  usePairs(): bool {
-    let reads = this.requestSlots.length;
-    if (this.methodBits != 0) reads++;
-    if (this.pathBits != 0) reads++;
-    if (this.uaBits != 0) reads++;
-    return reads >= PAIRS_FROM;
-  }
-
   /**
    * Evaluates the request parts: returns the bits of the matchers whose request part matched, plus the
    * bits of response-only matchers (decided later by matchResponse). `builtInUa`, when not null, are the
@@ -213,19 +160,13 @@ export class Plan {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
-    pairsBase = 0;
     if (alive == 0) {
       if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, readHeader(REQUEST_HEADERS, USER_AGENT));
       return responseOnly;
     }
-    if (this.pairs) {
-      pairsSize = <usize>readHeaderPairs(REQUEST_HEADERS);
-      pairsBase = pairsSize > 0 ? valuePtr : 0;
-      if (pairsBase == 0) pairsSize = 0;
-    }
     let matchers = this.matchers;
     if ((alive & this.methodBits) != 0) {
-      let n = requestValue(METHOD);
+      let n = readHeader(REQUEST_HEADERS, METHOD);
       let bits = alive & this.methodBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
@@ -233,14 +174,14 @@ export class Plan {
         let mt = changetype<Matcher>(unchecked(matchers[i]));
         let hit = false;
         for (let k = 0, m = mt.methods.length; k < m; k++) {
-          if (equalBytes(vp, n, unchecked(mt.methods[k]))) { hit = true; break; }
+          if (equalBytes(valuePtr, n, unchecked(mt.methods[k]))) { hit = true; break; }
         }
         if (!hit) alive &= ~((<u32>1) << <u32>i);
       }
     }
     if ((alive & this.pathBits) != 0) {
-      let n = requestValue(PATH);
-      let p = vp;
+      let n = readHeader(REQUEST_HEADERS, PATH);
+      let p = valuePtr;
       let len = 0;
       while (len < n && load<u8>(p + <usize>len) != 0x3f) len++;
       let hasQuery = len < n;
@@ -255,18 +196,17 @@ export class Plan {
       }
     }
     if ((alive & this.uaBits) != 0 || builtInUa !== null) {
-      let n = requestValue(USER_AGENT);
-      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, vp, n);
+      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
       let bits = alive & this.uaBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
         bits &= bits - 1;
         let mt = changetype<Matcher>(unchecked(matchers[i]));
-        if (!matchesAnyAt(mt.userAgents, vp, n)) alive &= ~((<u32>1) << <u32>i);
+        if (!matchesAnyAt(mt.userAgents, valuePtr, n)) alive &= ~((<u32>1) << <u32>i);
       }
     }
     alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
-    pairsBase = 0;
     return alive | responseOnly;
   }
 
@@ -315,17 +255,12 @@ function evalSlots(slots: Slot[], map: i32, alive: u32): u32 {
   for (let s = 0, k = slots.length; s < k; s++) {
     let slot = unchecked(slots[s]);
     if ((alive & slot.any) == 0) continue;
-    let n: i32;
-    if (map == REQUEST_HEADERS) n = requestValue(slot.name);
-    else {
-      n = readHeader(map, slot.name);
-      vp = valuePtr;
-    }
+    let n = readHeader(map, slot.name);
     for (let c = 0, m = slot.bits.length; c < m; c++) {
       let b = unchecked(slot.bits[c]);
       if ((alive & b) == 0) continue;
       let kind = unchecked(slot.kinds[c]);
-      let ok = kind == HDR_PRESENT ? n > 0 : kind == HDR_ABSENT ? n == 0 : matchGlob(unchecked(slot.globs[c]), vp, n);
+      let ok = kind == HDR_PRESENT ? n > 0 : kind == HDR_ABSENT ? n == 0 : matchGlob(unchecked(slot.globs[c]), valuePtr, n);
       if (!ok) alive &= ~b;
     }
   }

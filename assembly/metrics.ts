@@ -18,7 +18,12 @@
 //   traffic_guard_admissions_refused_total       requests of new clients left untracked: every record of
 //                                                their set held evidence or a ban (see table.ts)
 //   traffic_guard_range_bans_total               ranges banned by ban.range escalation (see ranges.ts)
+//   traffic_guard_decisions_published_total      bans this proxy published to the shared store (decisions.ts)
+//   traffic_guard_decisions_applied_total        bans of other proxies (or operators) applied from the store
+//   traffic_guard_decisions_lifted_total         bans lifted because their decision was deleted or expired
+//   traffic_guard_decisions_sync_errors_total    failed store calls, unreadable responses, malformed records
 //   traffic_guard_tracked_clients (gauge)        occupied client records
+//   traffic_guard_decisions_active (gauge)       shared decisions in force on this proxy (set by the syncing worker)
 //
 // Per custom rule (rules.custom, rules.presets), named after the rule, '-' written '_' (Envoy's Wasm stats carry
 // no Prometheus labels without a bootstrap stats_tags entry, see docs/rules.md):
@@ -28,7 +33,7 @@
 //   traffic_guard_rule_<name>_delayed_total      requests a delay rule held back and then released
 //   traffic_guard_rule_<name>_delayed_ms_total   total time those requests were held, in ms
 
-import { define_metric, increment_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { define_metric, increment_metric, record_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 
 /** Counter names indexed by the Metric* constants below. */
 export const COUNTER_NAMES: string[] = [
@@ -48,6 +53,10 @@ export const COUNTER_NAMES: string[] = [
   "traffic_guard_untrusted_address_headers_total",
   "traffic_guard_admissions_refused_total",
   "traffic_guard_range_bans_total",
+  "traffic_guard_decisions_published_total",
+  "traffic_guard_decisions_applied_total",
+  "traffic_guard_decisions_lifted_total",
+  "traffic_guard_decisions_sync_errors_total",
 ];
 /** The gauge's name. */
 export const GAUGE_TRACKED = "traffic_guard_tracked_clients";
@@ -72,6 +81,16 @@ export const UNTRUSTED: i32 = 13;
 export const ADMISSIONS_REFUSED: i32 = 14;
 /** Index of traffic_guard_range_bans_total. */
 export const RANGE_BANS: i32 = 15;
+/** Index of traffic_guard_decisions_published_total. */
+export const DECISIONS_PUBLISHED: i32 = 16;
+/** Index of traffic_guard_decisions_applied_total. */
+export const DECISIONS_APPLIED: i32 = 17;
+/** Index of traffic_guard_decisions_lifted_total. */
+export const DECISIONS_LIFTED: i32 = 18;
+/** Index of traffic_guard_decisions_sync_errors_total. */
+export const DECISIONS_SYNC_ERRORS: i32 = 19;
+/** The shared-decisions gauge's name. */
+export const GAUGE_DECISIONS_ACTIVE = "traffic_guard_decisions_active";
 
 /** Prefix of the per-rule counters. */
 export const RULE_METRIC_PREFIX = "traffic_guard_rule_";
@@ -125,6 +144,8 @@ export class Metrics {
   tracked: u32 = 0;
   ok: StaticArray<bool> = new StaticArray<bool>(COUNTER_NAMES.length);
   trackedOk: bool = false;
+  active: u32 = 0;
+  activeOk: bool = false;
 
   /** Defines every metric; returns false if the host refused any (they are then skipped). */
   define(): bool {
@@ -138,7 +159,10 @@ export class Metrics {
     let g = define_metric(MetricTypeValues.Gauge, GAUGE_TRACKED);
     this.trackedOk = g.result == WasmResultValues.Ok;
     this.tracked = g.metric_id;
-    return all && this.trackedOk;
+    let a = define_metric(MetricTypeValues.Gauge, GAUGE_DECISIONS_ACTIVE);
+    this.activeOk = a.result == WasmResultValues.Ok;
+    this.active = a.metric_id;
+    return all && this.trackedOk && this.activeOk;
   }
 
   /** Adds one to counter `i` (counter increments must be positive). */
@@ -154,5 +178,10 @@ export class Metrics {
   /** Adds one to the tracked-clients gauge. */
   trackOne(): void {
     if (this.trackedOk) increment_metric(this.tracked, 1);
+  }
+
+  /** Sets the shared-decisions gauge. */
+  setActive(n: i32): void {
+    if (this.activeOk) record_metric(this.active, <u64>(n < 0 ? 0 : n));
   }
 }

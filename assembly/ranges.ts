@@ -130,7 +130,7 @@ export class Ranges {
         buf = this.scratch;
         memory.fill(changetype<usize>(buf), 0, RANGES_SIZE);
       }
-      let e = this.entryFor(changetype<usize>(buf), cfg, now);
+      let e = this.entryFor(changetype<usize>(buf), now);
       if (e == 0) return false; // every slot holds a running range ban
       if (load<u64>(e, 24) > now) return false; // the range is banned already
       if (now - load<u64>(e, 16) >= cfg.rangeWindowMs) {
@@ -169,9 +169,46 @@ export class Ranges {
     return false;
   }
 
+  /**
+   * A range ban decided elsewhere (decisions.ts): bans the range at hi/lo (masked to the configured range
+   * prefix) until `until`, or with until 0 lifts its running ban. Returns false when the host failed or
+   * every slot holds a running range ban.
+   */
+  applyBan(hi: u64, lo: u64, until: u64, now: u64): bool {
+    this.rangeHi = hi;
+    this.rangeLo = lo;
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let sd = get_shared_data(this.key);
+      let cas = sd.cas;
+      let buf = sd.value;
+      if (sd.result != WasmResultValues.Ok || buf.byteLength != RANGES_SIZE) {
+        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
+        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
+        buf = this.scratch;
+        memory.fill(changetype<usize>(buf), 0, RANGES_SIZE);
+      }
+      let e = this.entryFor(changetype<usize>(buf), now);
+      if (e == 0) return false;
+      let current = load<u64>(e, 24);
+      if (until == 0) {
+        if (current <= now) return true;
+        store<u64>(e, now, 24);
+      } else {
+        if (current >= until) return true;
+        store<u64>(e, until, 24);
+      }
+      let res = set_shared_data(this.key, buf, cas);
+      if (res == WasmResultValues.CasMismatch) continue;
+      if (res != WasmResultValues.Ok) return false;
+      this.fresh = false; // this worker reads the change at its next check; the others within REFRESH_MS
+      return true;
+    }
+    return false;
+  }
+
   // The entry of the current range in the value at `base`, or a slot for it (initialised): an unused
   // one, else the one whose window started first among those not banned. 0 when all are banned.
-  private entryFor(base: usize, cfg: Config, now: u64): usize {
+  private entryFor(base: usize, now: u64): usize {
     let free: usize = 0, oldest: usize = 0;
     for (let i = 0; i < SLOTS; i++) {
       let e = base + <usize>(i * ENTRY);

@@ -90,7 +90,6 @@ export class CustomRules {
       this.plan.add(2 * i + 1, r.give);
     }
     this.responseBits = this.plan.responseBits;
-    this.plan.pairs = this.plan.usePairs();
   }
 }
 

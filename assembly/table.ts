@@ -421,6 +421,52 @@ export class Table {
     return false;
   }
 
+  /**
+   * A ban decided elsewhere (decisions.ts): bans client hi/lo until `until` (a later ban already running
+   * is kept), or with until 0 lifts its running ban and refills its buckets (strikes are kept). A newcomer is admitted like a ban moved by a capacity
+   * change. Returns false when the host failed or the set had no slot it may take.
+   */
+  applyBan(cfg: Config, hi: u64, lo: u64, until: u64, now: u64): bool {
+    if (this.prevSets != 0) this.drain(this.oldKeyFor(this.setIn(hi, lo, this.prevSets)), cfg, now);
+    let key = this.keyFor(this.setOf(hi, lo));
+    for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
+      let sd = get_shared_data(key);
+      let buf = sd.value;
+      let cas = sd.cas;
+      if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
+          this.layout.convert(buf, changetype<usize>(this.scratch))) {
+        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
+      } else if (sd.result != WasmResultValues.Ok || !this.layout.isOurs(buf)) {
+        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
+        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
+        buf = this.scratch;
+        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
+        this.layout.stamp(changetype<usize>(buf));
+      }
+      let base = changetype<usize>(buf);
+      let r = this.find(base, hi, lo);
+      if (until == 0) {
+        if (r == 0 || !rec.isBanned(r, now)) return true;
+        rec.setBanUntil(r, now);
+        for (let i = 0; i < 3; i++) rec.setTokens(r, i, <f64>cfg.rules[i].requests); // unbanned with a clean slate
+        for (let j = 0; j < this.layout.buckets; j++) rec.setCustomTokens(r, j, <f64>cfg.custom.buckets[j].requests);
+      } else if (r == 0) {
+        r = this.place(base, now, cfg, rec.BANNED, until);
+        if (r == 0) return false;
+        rec.init(r, hi, lo, now, cfg);
+        rec.setBanUntil(r, until);
+      } else {
+        rec.advance(r, now, cfg);
+        if (rec.banUntil(r) >= until) return true;
+        rec.setBanUntil(r, until);
+      }
+      let res = set_shared_data(key, buf, cas);
+      if (res == WasmResultValues.Ok) return true;
+      if (res != WasmResultValues.CasMismatch) return false;
+    }
+    return false;
+  }
+
   /** Request-time update for a client: returns rules.PASS, a rules.DENY_* reason, or FAILED. */
   request(cfg: Config, hi: u64, lo: u64, uaMatched: bool, now: u64): i32 {
     return this.update(OP_REQUEST, cfg, hi, lo, uaMatched, now);

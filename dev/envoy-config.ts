@@ -113,6 +113,8 @@ export interface EnvoySpec {
   adminPort?: number;
   /** node.id (default `traffic-guard-e2e`). */
   nodeId?: string;
+  /** Extra static clusters (e.g. one a filter's HTTP callouts reach), rendered as given. */
+  clusters?: object[];
 }
 
 const ROUTER = {
@@ -328,7 +330,7 @@ export function envoyBootstrap(spec: EnvoySpec): object {
     admin: { address: socket("127.0.0.1", spec.adminPort ?? 0) },
     static_resources: {
       listeners: spec.listeners.map(listener),
-      clusters: spec.listeners.map(cluster).filter((c) => c !== undefined),
+      clusters: [...spec.listeners.map(cluster).filter((c) => c !== undefined), ...(spec.clusters ?? [])],
     },
   };
 }

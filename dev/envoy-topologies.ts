@@ -186,3 +186,16 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     route: { kind: "direct_response", status: 200, body: "ok\n" },
   };
 }
+
+/**
+ * A static HTTP/1.1 cluster to a loopback port, as the `decisions` block's callouts reach etcd's JSON
+ * gateway (an Istio mesh renders the etcd Service as the outbound cluster instead).
+ */
+export function staticCluster(name: string, port: number, host = "127.0.0.1"): object {
+  return {
+    name,
+    type: "STATIC",
+    connect_timeout: "1s",
+    load_assignment: { cluster_name: name, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: host, port_value: port } } } }] }] },
+  };
+}

@@ -10,6 +10,7 @@ import { realpathSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { processIO, type CliIO, type CommandContext } from "./lib/command.ts";
 import { describeError, UserError } from "./lib/errors.ts";
+import { registerDecisions } from "./decisions.ts";
 import { VERSION } from "./lib/manifests.ts";
 import { registerManifests } from "./manifests.ts";
 import { registerMonitoring } from "./monitoring.ts";
@@ -43,6 +44,7 @@ export function createProgram(io: CliIO = processIO, argv: string[] = []): Comma
   registerManifests(program, context);
   registerMonitoring(program, context);
   registerSync(program, context);
+  registerDecisions(program, context);
   return program;
 }
 

@@ -58,7 +58,7 @@ e2e("requests over a delay rule are held, released spaced to the rule's rate, an
 
 e2e("a preset bans under its own name: the ban line and its counters at /stats/prometheus", async (s) => {
   const app = await s.app();
-  // Two presets need three request headers (:path, accept, cookie): the filter reads the header map in one call.
+  // Two presets: the filter reads :path, accept and cookie for them.
   const filter = guardFilter({ clientAddress: { source: "peer" }, rules: { errors: OFF, presets: ["sensitive-files", "no-cookies"] } });
   const edge = await s.envoy({ label: "preset-edge", concurrency: 1, spec: edgeSpec({ upstreamPort: app.port, filters: [filter] }) });
   const port = portOf(edge, "edge");

@@ -233,7 +233,12 @@ export const METRIC_NAMES = [
   "traffic_guard_untrusted_address_headers_total",
   "traffic_guard_admissions_refused_total",
   "traffic_guard_range_bans_total",
+  "traffic_guard_decisions_published_total",
+  "traffic_guard_decisions_applied_total",
+  "traffic_guard_decisions_lifted_total",
+  "traffic_guard_decisions_sync_errors_total",
   "traffic_guard_tracked_clients",
+  "traffic_guard_decisions_active",
 ] as const;
 
 /** A metric name from the contract. */
@@ -268,7 +273,8 @@ export async function assertMetrics(envoy: RunningEnvoy, expected: Partial<Recor
   for (const name of METRIC_NAMES) {
     actual[name] = values.get(name);
     want[name] = expected[name] ?? 0;
-    assert.equal(types.get(name), name === "traffic_guard_tracked_clients" ? "gauge" : "counter", `TYPE of ${name}`);
+    const gauge = name === "traffic_guard_tracked_clients" || name === "traffic_guard_decisions_active";
+    assert.equal(types.get(name), gauge ? "gauge" : "counter", `TYPE of ${name}`);
   }
   assert.deepEqual(actual, want, "traffic_guard_* metrics at /stats/prometheus");
 }

@@ -19,7 +19,7 @@ const PROBE_WAT = `
   (import "env" "proxy_increment_metric" (func $inc (param i32 i64) (result i32)))
   (import "env" "proxy_send_local_response" (func $local (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_current_time_nanoseconds" (func $now (param i32) (result i32)))
-  (import "env" "proxy_http_call" (func $http_call (param i32 i32 i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_call_foreign_function" (func $foreign (param i32 i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (global $heap (mut i32) (i32.const 8192))
   (global $mallocs (mut i32) (i32.const 0))
@@ -57,8 +57,8 @@ const PROBE_WAT = `
   (func (export "t_define") (param i32 i32 i32) (result i32) (call $define (local.get 0) (local.get 1) (local.get 2) (i32.const 28)))
   (func (export "t_inc") (param i32 i64) (result i32) (call $inc (local.get 0) (local.get 1)))
   (func (export "t_now") (result i32) (call $now (i32.const 32)))
-  (func (export "t_http_call") (result i32)
-    (call $http_call (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 40)))
+  (func (export "t_foreign") (result i32)
+    (call $foreign (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 40) (i32.const 44)))
   (func (export "t_trap") (drop (call $log (i32.const 5) (i32.const 320) (i32.const 6))) (unreachable))
 )`;
 
@@ -235,9 +235,9 @@ test("a trap fails the VM with a TrapError carrying the last log lines", () => {
 
 test("an import the emulator does not implement returns Unimplemented and is recorded", () => {
   const h = Host.load({ module: probe() });
-  assert.equal(during(h.vm(0), undefined, "t_http_call"), WasmResult.Unimplemented);
-  assert.deepEqual(h.unimplementedCalls, ["proxy_http_call"]);
-  assert.throws(() => h.assertClean(), /unimplemented host call: proxy_http_call/);
+  assert.equal(during(h.vm(0), undefined, "t_foreign"), WasmResult.Unimplemented);
+  assert.deepEqual(h.unimplementedCalls, ["proxy_call_foreign_function"]);
+  assert.throws(() => h.assertClean(), /unimplemented host call: proxy_call_foreign_function/);
 });
 
 test("a module importing anything but env.proxy_* functions is refused with a clear error", () => {

@@ -388,6 +388,50 @@ export interface HostOptions {
   startMs?: number;
   /** Seed of the host's random bytes (WASI random_get); a fixed default keeps runs reproducible. */
   randomSeed?: bigint;
+  /** Envoy's node id (property "xds\0node\0id", where Envoy 1.40 serves it); absent when undefined. */
+  nodeId?: string;
+  /** Clusters proxy_http_call may reach; Envoy answers BadArgument for any other. */
+  clusters?: string[];
+}
+
+/**
+ * One outbound callout (proxy_http_call), waiting for the test to answer it. Envoy (context.cc httpCall)
+ * refuses a call without :path, :method and :authority, or to an unknown cluster, with BadArgument; it
+ * answers a reset, a refused connection or a timeout with proxy_on_http_call_response(token, 0, 0, 0):
+ * no headers (no :status) and no body. The body arrives only with the complete response.
+ */
+export class HttpCall {
+  /** Whether respond() or fail() ran. */
+  answered = false;
+  constructor(
+    readonly vm: Vm,
+    readonly token: number,
+    readonly cluster: string,
+    readonly headers: [string, string][],
+    readonly body: string,
+    readonly timeoutMs: number,
+  ) {}
+  /** A request header's value. */
+  header(name: string): string | undefined {
+    return this.headers.find(([k]) => k === name)?.[1];
+  }
+  /** The request body parsed as JSON. */
+  json(): any {
+    return JSON.parse(this.body);
+  }
+  /** Answers with a complete response. */
+  respond(status: number, body: string | Uint8Array = "", headers: [string, string][] = []): void {
+    this.finish([[":status", String(status)], ...headers], toBytes(body));
+  }
+  /** Answers the way Envoy reports a failure: no headers, no body. */
+  fail(): void {
+    this.finish(undefined, new Uint8Array(0));
+  }
+  private finish(headers: [string, string][] | undefined, body: Uint8Array): void {
+    if (this.answered) throw new Error(`callout ${this.token} was answered already`);
+    this.answered = true;
+    this.vm.answerCall(this, headers, body);
+  }
 }
 
 const moduleCache = new Map<string, { mtimeMs: number; module: WebAssembly.Module }>();
@@ -422,11 +466,19 @@ export class Host {
   readonly module: WebAssembly.Module;
   rootId: string;
   vmConfig: Uint8Array;
+  /** Every callout the module made, in order (answer with HttpCall.respond / fail). */
+  readonly httpCalls: HttpCall[] = [];
+  /** Clusters proxy_http_call may reach. */
+  readonly clusters: Set<string>;
+  /** Envoy's node.id, or undefined. */
+  nodeId: string | undefined;
 
   private constructor(readonly options: HostOptions) {
     this.module = options.module ?? loadModule(options.wasm ?? DEFAULT_WASM);
     this.clock = new Clock(options.startMs);
     this.random = new Random(options.randomSeed);
+    this.clusters = new Set(options.clusters ?? []);
+    this.nodeId = options.nodeId;
     this.rootId = options.rootId ?? "traffic-guard";
     this.vmConfig = utf8.encode(options.vmConfig ?? "");
   }
@@ -458,6 +510,16 @@ export class Host {
     const vm = new Vm(this, this.vms.length);
     this.vms.push(vm);
     return vm;
+  }
+
+  /** Delivers one tick to every VM whose root context set a tick period (Vm.tick). */
+  tick(): void {
+    for (const vm of this.vms) if (vm.tickPeriodMs > 0) vm.tick();
+  }
+
+  /** Callouts not answered yet. */
+  pendingCalls(): HttpCall[] {
+    return this.httpCalls.filter((c) => !c.answered);
   }
 
   /** VM `i` (worker thread i). */
@@ -499,7 +561,10 @@ export class Host {
   }
 }
 
-const ROOT_CALLBACKS = new Set(["proxy_on_vm_start", "proxy_on_configure", "proxy_on_context_create(root)", "proxy_on_tick"]);
+const ROOT_CALLBACKS = new Set(["proxy_on_vm_start", "proxy_on_configure", "proxy_on_context_create(root)", "proxy_on_tick", "proxy_on_http_call_response"]);
+/** The header map type of a callout's response headers, and the buffer type of its body. */
+const HTTP_CALL_RESPONSE_HEADERS = 6;
+const HTTP_CALL_RESPONSE_BODY = 4;
 
 function configText(cfg: string | Uint8Array | object): string {
   if (typeof cfg === "string") return JSON.stringify(cfg);
@@ -703,6 +768,19 @@ export class Vm {
   private readonly metricIds = new MetricIds();
   private pluginConfig: Uint8Array | undefined;
   private vmConfigAvailable = false;
+  private nextToken = 1;
+  /** The response of the callout being delivered (readable only during proxy_on_http_call_response). */
+  private callResponse: { headers: [string, Uint8Array][]; body: Uint8Array } | undefined;
+
+  /** Delivers a callout's response (HttpCall.respond / fail) through proxy_on_http_call_response. */
+  answerCall(call: HttpCall, headers: [string, string][] | undefined, body: Uint8Array): void {
+    this.callResponse = { headers: (headers ?? []).map(([k, v]) => [k, utf8.encode(v)]), body };
+    try {
+      this.call("proxy_on_http_call_response", undefined, this.rootContextId, call.token, headers?.length ?? 0, body.length, 0);
+    } finally {
+      this.callResponse = undefined;
+    }
+  }
 
   constructor(
     readonly host: Host,
@@ -915,7 +993,7 @@ export class Vm {
       proxy_get_header_map_value: (type: number, kp: number, kl: number, vpp: number, vsp: number) => {
         const key = this.text(kp, kl);
         if (key === undefined) return this.bad("header key out of bounds");
-        const map = this.current?.headerMap(type);
+        const map = type === HTTP_CALL_RESPONSE_HEADERS ? this.callResponse?.headers : this.current?.headerMap(type);
         if (!map) return WasmResult.BadArgument;
         const lk = key.toLowerCase();
         const hit = map.find(([k]) => k === lk);
@@ -1042,6 +1120,26 @@ export class Vm {
         this.tickPeriodMs = ms >>> 0;
         return WasmResult.Ok;
       },
+      proxy_http_call: (up: number, ul: number, hp: number, hl: number, bp: number, bl: number, tp: number, tl: number, timeout: number, tokenPtr: number) => {
+        const cluster = this.text(up, ul);
+        const hbuf = this.read(hp, hl);
+        const body = this.read(bp, bl);
+        const tbuf = this.read(tp, tl);
+        if (cluster === undefined || !hbuf || !body || !tbuf) return this.bad("http call arguments out of bounds");
+        let headers: [string, string][];
+        try {
+          headers = parsePairs(hbuf).map(([k, v]) => [k.toLowerCase(), utf8dec.decode(v)]);
+        } catch (e) {
+          this.host.violations.push(`proxy_http_call headers: ${(e as Error).message}`);
+          return WasmResult.BadArgument;
+        }
+        if (!this.host.clusters.has(cluster)) return WasmResult.BadArgument;
+        if (![":path", ":method", ":authority"].every((h) => headers.some(([k]) => k === h))) return WasmResult.BadArgument;
+        const token = this.nextToken++;
+        if (!this.writeU32(tokenPtr, token)) return this.bad("http call token pointer");
+        this.host.httpCalls.push(new HttpCall(this, token, cluster, headers, utf8dec.decode(body), timeout >>> 0));
+        return WasmResult.Ok;
+      },
       proxy_done: () => WasmResult.Ok,
       proxy_get_shared_data: (kp: number, kl: number, vpp: number, vsp: number, casPtr: number) => {
         const key = this.text(kp, kl);
@@ -1113,11 +1211,13 @@ export class Vm {
     if (p === "plugin_root_id") return utf8.encode(this.host.rootId);
     if (p === "plugin_name") return utf8.encode(this.host.rootId);
     if (p === "plugin_vm_id") return utf8.encode("");
+    if (p === "xds\0node\0id") return this.host.nodeId === undefined ? undefined : utf8.encode(this.host.nodeId);
     return this.current?.properties.get(p);
   }
 
   private buffer(type: number): Uint8Array | undefined {
     if (type === BufferType.PluginConfiguration) return this.pluginConfig;
+    if (type === HTTP_CALL_RESPONSE_BODY) return this.callResponse?.body;
     if (type === BufferType.VmConfiguration) return this.vmConfigAvailable ? this.host.vmConfig : undefined;
     return undefined;
   }

@@ -262,27 +262,3 @@ test("an error response counted by the errors rule does not apply the request's 
   assert.equal(h.metrics.get(rm("posts", "denied")), 1);
   assertHostClean(h);
 });
-
-test("matchers give the same answers whether headers are read one by one or as the whole map in one call", async () => {
-  const probeTake = { request: { header: { cookie: "absent" }, path: ["/p*"] } }; // two reads: one by one
-  const probe = rule("probe", probeTake);
-  const others = [rule("o1", { request: { header: { "x-one": "present" } } }, 100), rule("o2", { request: { header: { "x-two": "a*" } } }, 100)];
-  const cases: RequestOptions[] = [
-    { path: "/p" },
-    { path: "/p", headers: { cookie: "" } },
-    { path: "/p", headers: { cookie: "sid=1" } },
-    { path: "/p", headers: [["cookie", ""], ["cookie", "sid=1"]] },
-    { path: "/p", headers: [["cookie", "sid=1"], ["cookie", ""]] },
-    { path: "/q", headers: { "x-one": "1", "x-two": "abc" } },
-    { path: "/P?x", headers: { COOKIE: "" } },
-  ];
-  for (const [i, req] of cases.entries()) {
-    const one = await taken(probeTake, req);
-    const h = await start({ rules: { custom: [probe, ...others] } });
-    h.vm(0).send({ ...C, ...req });
-    const whole = h.vm(0).send({ ...C, ...req }).localReply !== undefined;
-    assert.ok(h.vm(0).importCalls.get("proxy_get_header_map_pairs")! > 0, "three header reads: the whole map is read");
-    assert.equal(whole, one, `case ${i}: ${JSON.stringify(req)}`);
-    assertHostClean(h);
-  }
-});

@@ -36,11 +36,16 @@ export const M = {
   untrusted: "traffic_guard_untrusted_address_headers_total",
   admissionsRefused: "traffic_guard_admissions_refused_total",
   rangeBans: "traffic_guard_range_bans_total",
+  decisionsPublished: "traffic_guard_decisions_published_total",
+  decisionsApplied: "traffic_guard_decisions_applied_total",
+  decisionsLifted: "traffic_guard_decisions_lifted_total",
+  decisionsSyncErrors: "traffic_guard_decisions_sync_errors_total",
   tracked: "traffic_guard_tracked_clients",
+  decisionsActive: "traffic_guard_decisions_active",
 } as const;
 
 /** Every counter name of the contract. */
-export const COUNTERS = Object.values(M).filter((n) => n !== M.tracked);
+export const COUNTERS = Object.values(M).filter((n) => n !== M.tracked && n !== M.decisionsActive);
 
 /** A current desktop browser User-Agent (matches none of the scripted-client patterns). */
 export const BROWSER_UA =

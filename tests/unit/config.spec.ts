@@ -186,7 +186,7 @@ describe("configuration: top level", () => {
   });
 
   it("rejects unknown fields and lists the known ones", () => {
-    expect(reject("{\"mdoe\":\"enforce\"}")).toBe("mdoe: unknown field (expected one of: mode, clientAddress, prefixes, allow, deny, skipPaths, rules, ban, response, capacity)");
+    expect(reject("{\"mdoe\":\"enforce\"}")).toBe("mdoe: unknown field (expected one of: mode, clientAddress, prefixes, allow, deny, skipPaths, rules, ban, response, capacity, decisions)");
   });
 
   it("reports every problem in document order, not just the first", () => {

@@ -6,6 +6,9 @@ import { PRESET_NAMES, PRESET_JSON, parsePreset, MAX_CUSTOM_RULES } from "../../
 import * as custom from "../../assembly/custom-rules";
 import * as rec from "../../assembly/record";
 import { Layout, layoutTag, TAG_SIZE } from "../../assembly/layout";
+import { Table } from "../../assembly/table";
+import * as rules from "../../assembly/rules";
+import * as mock from "./mock";
 
 function cfgOf(text: string): Config {
   let r = parseConfig(text);
@@ -124,5 +127,31 @@ describe("layout conversion", () => {
     expect(rec.customTokens(n, 2)).toBe(1.0, "x by name");
     expect(rec.isUsed(changetype<usize>(newSet))).toBe(false, "an empty slot stays empty");
     expect(TAG_SIZE).toBe(4);
+  });
+});
+
+describe("a ban decided elsewhere (Table.applyBan) with custom rules", () => {
+  it("keeps the set in the configuration's layout, keeps the custom buckets, and refills them on a lift", () => {
+    mock.reset();
+    let cfg = cfgOf(TWO);
+    let t = new Table(1024, "", cfg);
+    t.migrate(cfg, 1000);
+    custom.setBits(1); // rule "a" takes
+    expect(t.request(cfg, 0, 9, false, 1000)).toBe(rules.PASS);
+    expect(t.applyBan(cfg, 0, 9, 61_000, 1000)).toBe(true);
+    let key = String.UTF8.decode(t.keyFor(t.setOf(0, 9)));
+    let v = changetype<ArrayBuffer>(mock.sharedValue(key));
+    expect(t.layout.isOurs(v)).toBe(true, "the set keeps the custom-rule layout");
+    let r = changetype<usize>(v);
+    while (!rec.isFor(r, 0, 9)) r += <usize>t.layout.recordSize;
+    expect(rec.banUntil(r)).toBe(61_000);
+    expect(rec.customTokens(r, 0)).toBe(1.0, "rule a's spent token is kept");
+    expect(t.applyBan(cfg, 0, 9, 0, 2000)).toBe(true); // lifted
+    v = changetype<ArrayBuffer>(mock.sharedValue(key));
+    r = changetype<usize>(v);
+    while (!rec.isFor(r, 0, 9)) r += <usize>t.layout.recordSize;
+    expect(rec.isBanned(r, 2000)).toBe(false);
+    expect(rec.customTokens(r, 0)).toBe(2.0, "a lift refills the custom buckets too");
+    custom.setBits(0);
   });
 });

@@ -79,7 +79,7 @@ describe("configure", () => {
 
   it("defines every metric at configure time", () => {
     configure("{}");
-    expect(mock.metricCount()).toBe(17);
+    expect(mock.metricCount()).toBe(22);
     expect(counter("requests_total")).toBe(0);
   });
 

@@ -23,6 +23,10 @@ const COUNTERS = [
   "traffic_guard_untrusted_address_headers_total",
   "traffic_guard_admissions_refused_total",
   "traffic_guard_range_bans_total",
+  "traffic_guard_decisions_published_total",
+  "traffic_guard_decisions_applied_total",
+  "traffic_guard_decisions_lifted_total",
+  "traffic_guard_decisions_sync_errors_total",
 ];
 
 // The counters that are non-zero, as "name=value".
@@ -40,16 +44,18 @@ function nonZero(): string {
 describe("metric definitions", () => {
   beforeEach(() => { mock.reset(); });
 
-  it("defines the sixteen counters and the gauge of the design, with their exact names", () => {
+  it("defines the twenty counters and the two gauges of the design, with their exact names", () => {
     let metrics = new m.Metrics();
     expect(metrics.define()).toBe(true);
-    expect(mock.metricCount()).toBe(17);
+    expect(mock.metricCount()).toBe(22);
     for (let i = 0; i < COUNTERS.length; i++) {
       expect(mock.metricType(COUNTERS[i])).toBe(0, COUNTERS[i] + " is a counter");
     }
     expect(mock.metricType("traffic_guard_tracked_clients")).toBe(1, "a gauge");
     expect(m.COUNTER_NAMES.join(",")).toBe(COUNTERS.join(","));
     expect(m.GAUGE_TRACKED).toBe("traffic_guard_tracked_clients");
+    expect(mock.metricType("traffic_guard_decisions_active")).toBe(1, "a gauge");
+    expect(m.GAUGE_DECISIONS_ACTIVE).toBe("traffic_guard_decisions_active");
   });
 
   it("starts every metric at zero (defining is not counting)", () => {
@@ -107,7 +113,7 @@ describe("metric definitions", () => {
     let a = new m.Metrics(), b = new m.Metrics();
     a.define();
     b.define();
-    expect(mock.metricCount()).toBe(17);
+    expect(mock.metricCount()).toBe(22);
     a.inc(m.REQUESTS);
     b.inc(m.REQUESTS);
     expect(mock.metricValue("traffic_guard_requests_total")).toBe(2);
