@@ -10,7 +10,7 @@ export const EPSILON: f64 = 1e-6;
 /** The level of a bucket after `elapsedMs` of refill, capped at the rule's capacity. */
 export function refill(level: f64, elapsedMs: u64, rule: Rule): f64 {
   let cap = <f64>rule.requests;
-  if (elapsedMs >= rule.perMs) return cap; // a full window refills any bucket
+  if (elapsedMs >= rule.perMs && level >= 0) return cap; // a full window refills any bucket not in debt (delay.ts)
   let v = level + <f64>elapsedMs * rule.refillPerMs;
   return v > cap ? cap : v;
 }

@@ -6,6 +6,7 @@
 import { JKind, JValue, parseJson } from "./json";
 import { Cidr, parseCidr } from "./address";
 import { spiffePatternProblem } from "./identity";
+import { CustomRules, parseCustomRules } from "./rule-config";
 
 /** Where the client address comes from. */
 export const enum Source { Peer, Xff, Header, Auto }
@@ -110,6 +111,8 @@ export class Config {
   responseHeaderNames: string[] = ["content-type"];
   responseHeaderValues: string[] = ["text/plain"];
   capacity: u32 = 65536;
+  /** rules.custom and rules.presets (rule-config.ts); none by default. */
+  custom: CustomRules = new CustomRules();
   /** `decisions`: bans shared through etcd (see decisions.ts); null = local-only. */
   decisions: DecisionsConfig | null = null;
 
@@ -140,6 +143,7 @@ export class Config {
     for (let i = 0; i < 3; i++) {
       if (this.rules[i].enabled) out += (out.length > 0 ? "," : "") + RULE_NAMES[i];
     }
+    for (let i = 0; i < this.custom.rules.length; i++) out += (out.length > 0 ? "," : "") + this.custom.rules[i].name;
     return out.length > 0 ? out : "none";
   }
 }
@@ -267,8 +271,8 @@ export function parseDuration(s: string): i64 {
   return total;
 }
 
-// True for RFC 7230 token characters, restricted to lowercase (header names travel lowercased in Envoy).
-function isHeaderName(s: string): bool {
+/** True for RFC 7230 token characters, restricted to lowercase (header names travel lowercased in Envoy). */
+export function isHeaderName(s: string): bool {
   if (s.length == 0 || s.length > 128) return false;
   for (let i = 0; i < s.length; i++) {
     let c = s.charCodeAt(i);
@@ -288,8 +292,8 @@ function isHeaderValue(s: string): bool {
   return s.length <= 4096;
 }
 
-// Collects problems while walking the JSON tree.
-class Checker {
+/** Collects problems while walking the JSON tree. */
+export class Checker {
   errors: string[] = [];
 
   bad(path: string, expected: string, got: JValue): void {
@@ -645,7 +649,8 @@ export function parseConfig(text: string): ParseResult {
 
   let rules = root.get("rules");
   if (rules !== null && ck.object(rules, "rules")) {
-    ck.only(rules, "rules", RULE_NAMES);
+    ck.only(rules, "rules", RULE_NAMES.concat(["custom", "presets"]));
+    parseCustomRules(ck, rules.get("presets"), rules.get("custom"), cfg.custom);
     let rate = rules.get("rate");
     if (rate !== null && ck.object(rate, "rules.rate")) parseRule(ck, rate, "rules.rate", cfg.rules[RULE_RATE], []);
     let ua = rules.get("userAgent");

@@ -34,6 +34,10 @@ import { Ranges } from "./ranges";
 import { LocalReply } from "./response";
 import * as rules from "./rules";
 import * as m from "./metrics";
+import * as custom from "./custom-rules";
+import { readStatus } from "./matchers";
+import * as delay from "./delay";
+import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
 import { Decisions } from "./decisions";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
@@ -60,7 +64,6 @@ function settle(): void {
 }
 
 const PATH = bytes(":path");
-const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
@@ -83,9 +86,14 @@ class GuardRoot extends RootContext {
   ranges: Ranges | null = null;
   reply: LocalReply | null = null;
   metrics: m.Metrics = new m.Metrics();
+  /** Per-custom-rule counters (metrics.ts RuleMetrics). */
+  ruleMetrics: m.RuleMetrics = new m.RuleMetrics();
   /** The shared-decisions sync (null without a `decisions` block). */
   decisions: Decisions | null = null;
   private defined: bool = false;
+  // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
+  private idleTickMs: u32 = TICK_MS;
+  private periodicAt: u64 = 0;
 
   createContext(context_id: u32): Context {
     return new GuardHttp(context_id, this);
@@ -108,16 +116,19 @@ class GuardRoot extends RootContext {
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
     let plugin = pluginIdentity();
-    let table = new Table(cfg.capacity, plugin);
+    let table = new Table(cfg.capacity, plugin, cfg);
     this.table = table;
+    customConfigured(cfg, table, this.ruleMetrics);
     this.ranges = new Ranges(plugin);
     this.reply = new LocalReply(cfg);
     startBanCache(pluginPrefix(plugin));
     let dc = cfg.decisions;
     this.decisions = dc === null ? null : new Decisions(cfg, table, changetype<Ranges>(this.ranges), this.metrics, plugin);
     // A host that refuses a tick leaves lifted bans cached until they end and the decisions unsynced;
-    // nothing else depends on it. The decisions sync needs a tick at least every interval.
-    proxy_set_tick_period_milliseconds(dc !== null && <u32>dc.intervalMs < TICK_MS ? <u32>dc.intervalMs : TICK_MS);
+    // nothing else depends on it. The decisions sync needs a tick at least every interval. Requests held
+    // by delay rules keep the faster tick they need (delay.ts).
+    this.idleTickMs = dc !== null && <u32>dc.intervalMs < TICK_MS ? <u32>dc.intervalMs : TICK_MS;
+    proxy_set_tick_period_milliseconds(delay.fast ? delay.TICK_MS : this.idleTickMs);
     if (table.migrate(cfg, clockMs())) {
       log(LogLevelValues.info, "traffic-guard: capacity changed: moving client records from " + table.prevSets.toString() +
         " into " + table.sets.toString() + " sets while requests are served");
@@ -127,8 +138,16 @@ class GuardRoot extends RootContext {
     return true;
   }
 
-  // The tick checks for lifted bans and runs the decisions sync (which, with its answers, may leave garbage).
+  // The tick releases the requests held by delay rules whose time has come (delay.ts), checks for lifted
+  // bans and runs the decisions sync (which, with its answers, may leave garbage). While requests are held
+  // it runs every few milliseconds, and the periodic work keeps its own pace.
   onTick(): void {
+    let now = clockMs();
+    if (delay.fast) {
+      releaseDue(this.ruleMetrics, now, this.idleTickMs);
+      if (now - this.periodicAt < <u64>this.idleTickMs) return;
+    }
+    this.periodicAt = now;
     if (this.config !== null) checkLifts();
     let d = this.decisions;
     if (d === null) return;
@@ -163,6 +182,9 @@ function grpcMatches(mask: u32, p: usize, n: i32): bool {
   return v <= 16 && (mask & ((<u32>1) << v)) != 0;
 }
 
+// onResponseHeaders: the status has not been read yet.
+const NOT_READ: i32 = -2;
+
 /** One HTTP stream. */
 class GuardHttp extends Context {
   private guard: GuardRoot;
@@ -175,6 +197,9 @@ class GuardHttp extends Context {
   private awaitTrailers: bool = false;
   // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names the identity.
   private mesh: bool = false;
+  // Matcher bits of custom rules decided by the response (matchers.ts), and whether a delay rule holds the request.
+  private pending: u32 = 0;
+  private held: bool = false;
 
   constructor(context_id: u32, root: GuardRoot) {
     super(context_id, root);
@@ -239,10 +264,19 @@ class GuardHttp extends Context {
     if (cached != 0) return this.deny(rules.DENY_BANNED, (cached - now + 999) / 1000);
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
-    if (ruleSet[RULE_UA].enabled) {
+    let bits: u32 = 0;
+    if (cfg.custom.rules.length > 0) {
+      // The custom rules' matchers, reading the User-Agent once for them and the built-in rule.
+      let plan = cfg.custom.plan;
+      bits = plan.matchRequest(ruleSet[RULE_UA].enabled ? cfg.uaPatterns : null);
+      ua = plan.builtInUa;
+      this.pending = bits & plan.responseBits;
+      bits &= ~plan.responseBits;
+    } else if (ruleSet[RULE_UA].enabled) {
       let n = readHeader(REQUEST_HEADERS, USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
+    custom.setBits(bits);
     let table = changetype<Table>(this.guard.table);
     let decision = mesh ? meshUpdate(table, cfg, hi, lo, ua, now, false) : table.request(cfg, hi, lo, ua, now);
     if (table.prevSets != 0 || table.completed) this.migrated(table);
@@ -252,31 +286,32 @@ class GuardHttp extends Context {
     }
     this.landed(table, cfg, now);
     if (decision == rules.PASS) return FilterHeadersStatusValues.Continue;
+    if (decision == rules.HOLD) return this.hold(cfg, now);
     if (decision == rules.DENY_BANNED) rememberBan(hi, lo, table.banUntil);
     let retryAfter: u64 = table.banUntil > now ? (table.banUntil - now + 999) / 1000 : 0;
     return this.deny(decision, retryAfter);
   }
 
   onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    this.countResponse();
+    // The status is read once for the custom rules and the errors rule.
+    let code = NOT_READ;
+    if (this.pending != 0) {
+      let cfg = changetype<Config>(this.cfg);
+      if (cfg.custom.plan.needsStatus(this.pending)) code = readStatus();
+      this.customResponse(code);
+    }
+    this.countResponse(code);
     settle();
     return FilterHeadersStatusValues.Continue;
   }
 
   // Counts an error response against the client's errors bucket when its status matches.
-  private countResponse(): void {
+  private countResponse(status: i32): void {
     let cfg = this.cfg;
     // Our own local replies, and responses to requests dry-run would have denied, never count.
     if (cfg === null || !this.tracked || this.replied || this.wouldDeny || !cfg.rules[RULE_ERRORS].enabled) return;
-    let n = readHeader(RESPONSE_HEADERS, STATUS);
-    if (n != 3) return;
-    let p = valuePtr;
-    let code: i32 = 0;
-    for (let i = 0; i < 3; i++) {
-      let d = <i32>load<u8>(p + <usize>i) - 0x30;
-      if (d < 0 || d > 9) return;
-      code = code * 10 + d;
-    }
+    let code = status == NOT_READ ? readStatus() : status;
+    if (code < 0) return;
     // gRPC: an error travels with HTTP 200, in grpc-status, either in these headers (a trailers-only
     // response) or in the trailers. Read only when gRPC statuses are configured.
     if (code == 200 && cfg.grpcMatch != 0) {
@@ -314,7 +349,48 @@ class GuardHttp extends Context {
     else this.landed(table, cfg, now);
   }
 
+  // Holds the request for a delay rule (custom-rules.ts holdMs), or lets it through in dry-run or when
+  // this worker's queue is full.
+  private hold(cfg: Config, now: u64): FilterHeadersStatusValues {
+    if (cfg.dryRun) return FilterHeadersStatusValues.Continue;
+    if (!delay.hold(this.context_id, now + custom.holdMs, now, custom.holdRule)) {
+      this.guard.metrics.inc(m.INTERNAL_ERRORS);
+      return FilterHeadersStatusValues.Continue;
+    }
+    this.held = true;
+    // Envoy buffers the body too (within the connection's buffer limit) until the tick continues the
+    // request, so no body callback is needed (none is exported).
+    return FilterHeadersStatusValues.StopAllIterationAndBuffer;
+  }
+
+  // The custom rules whose matchers have a response part: their response conditions, then their buckets.
+  private customResponse(code: i32): void {
+    let cfg = this.cfg;
+    let pending = this.pending;
+    this.pending = 0;
+    if (cfg === null || !this.tracked || this.replied || this.wouldDeny) return;
+    let bits = cfg.custom.plan.matchResponse(pending, code);
+    if (bits == 0) return;
+    custom.setBits(bits);
+    let now = clockMs();
+    let table = changetype<Table>(this.guard.table);
+    let result: i32;
+    if (this.mesh) {
+      let normal: Rule[] = cfg.rules;
+      cfg.rules = cfg.meshRules;
+      result = table.response(cfg, this.hi, this.lo, false, now);
+      cfg.rules = normal;
+    } else {
+      result = table.response(cfg, this.hi, this.lo, false, now);
+    }
+    if (table.prevSets != 0 || table.completed) this.migrated(table);
+    if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    else this.landed(table, cfg, now);
+  }
+
   onDelete(): void {
+    // A request still held when its stream ends (the client went away): forget it.
+    if (this.held) delay.remove(this.context_id);
     settle();
   }
 
@@ -340,16 +416,25 @@ class GuardHttp extends Context {
     let rule = table.banRule;
     if (rule >= 0) {
       rememberBan(this.hi, this.lo, table.banUntil);
-      metrics.inc(m.BANS_BASE + rule);
-      let r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
+      let name: string;
+      let r: Rule;
+      if (rule >= rules.CUSTOM_BASE) {
+        this.guard.ruleMetrics.add(rule - rules.CUSTOM_BASE, m.RULE_BANS, 1);
+        name = cfg.custom.rules[rule - rules.CUSTOM_BASE].name;
+        r = banLineLimit(cfg, rule - rules.CUSTOM_BASE);
+      } else {
+        metrics.inc(m.BANS_BASE + rule);
+        name = RULE_NAMES[rule];
+        r = this.mesh ? cfg.meshRules[rule] : cfg.rules[rule];
+      }
       let addr = this.subject(cfg);
       log(LogLevelValues.warn, "traffic-guard: banned " + addr + " for " + ((table.banUntil - now + 999) / 1000).toString() +
-        "s: rule=" + RULE_NAMES[rule] + " limit=" + r.requests.toString() + "/" +
+        "s: rule=" + name + " limit=" + r.requests.toString() + "/" +
         (r.perMs % 1000 == 0 ? (r.perMs / 1000).toString() + "s" : r.perMs.toString() + "ms") +
         " ban=" + table.strike.toString() + (cfg.dryRun ? " (dry-run)" : ""));
       let d = this.guard.decisions;
       if (d !== null && !cfg.dryRun) {
-        d.noteBan(addr, table.banUntil, table.strike, RULE_NAMES[rule]);
+        d.noteBan(addr, table.banUntil, table.strike, name);
         charged += d.garbage; // the queue copy it made counts toward the next collection (see settle)
         d.garbage = 0;
       }
@@ -387,7 +472,8 @@ class GuardHttp extends Context {
   private deny(reason: i32, retryAfter: u64): FilterHeadersStatusValues {
     let cfg = changetype<Config>(this.cfg);
     let metrics = this.guard.metrics;
-    metrics.inc(m.DENIED_BASE + reason - 1);
+    if (reason == rules.DENY_CUSTOM) this.guard.ruleMetrics.add(custom.deniedRule, m.RULE_DENIED, 1);
+    else metrics.inc(m.DENIED_BASE + reason - 1);
     if (cfg.dryRun) {
       metrics.inc(m.WOULD_DENY);
       this.wouldDeny = true;

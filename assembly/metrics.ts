@@ -24,6 +24,14 @@
 //   traffic_guard_decisions_sync_errors_total    failed store calls, unreadable responses, malformed records
 //   traffic_guard_tracked_clients (gauge)        occupied client records
 //   traffic_guard_decisions_active (gauge)       shared decisions in force on this proxy (set by the syncing worker)
+//
+// Per custom rule (rules.custom, rules.presets), named after the rule, '-' written '_' (Envoy's Wasm stats carry
+// no Prometheus labels without a bootstrap stats_tags entry, see docs/rules.md):
+//
+//   traffic_guard_rule_<name>_denied_total       requests the rule denied (an empty bucket, or a violation starting a ban)
+//   traffic_guard_rule_<name>_bans_total         bans the rule started (its `then` limit included)
+//   traffic_guard_rule_<name>_delayed_total      requests a delay rule held back and then released
+//   traffic_guard_rule_<name>_delayed_ms_total   total time those requests were held, in ms
 
 import { define_metric, increment_metric, record_metric, MetricTypeValues, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 
@@ -83,6 +91,52 @@ export const DECISIONS_LIFTED: i32 = 18;
 export const DECISIONS_SYNC_ERRORS: i32 = 19;
 /** The shared-decisions gauge's name. */
 export const GAUGE_DECISIONS_ACTIVE = "traffic_guard_decisions_active";
+
+/** Prefix of the per-rule counters. */
+export const RULE_METRIC_PREFIX = "traffic_guard_rule_";
+/** Suffixes of the per-rule counters, indexed by RULE_DENIED, RULE_BANS, RULE_DELAYED, RULE_DELAYED_MS. */
+export const RULE_COUNTER_SUFFIXES: string[] = ["_denied_total", "_bans_total", "_delayed_total", "_delayed_ms_total"];
+/** Per-rule counter kinds. */
+export const RULE_DENIED: i32 = 0;
+/** Bans started by the rule. */
+export const RULE_BANS: i32 = 1;
+/** Requests held and released by a delay rule. */
+export const RULE_DELAYED: i32 = 2;
+/** Milliseconds those requests were held. */
+export const RULE_DELAYED_MS: i32 = 3;
+
+/** The counter name of kind `kind` for custom rule `rule`. */
+export function ruleMetricName(rule: string, kind: i32): string {
+  return RULE_METRIC_PREFIX + rule.replaceAll("-", "_") + RULE_COUNTER_SUFFIXES[kind];
+}
+
+/** Per-rule counter ids of one VM (defined at configure time; a counter not defined is skipped). */
+export class RuleMetrics {
+  ids: StaticArray<u32> = new StaticArray<u32>(64);
+  ok: StaticArray<bool> = new StaticArray<bool>(64);
+
+  /** Defines the counters of each rule (the delayed ones only for delay rules); false if the host refused any. */
+  define(names: string[], delays: bool[]): bool {
+    let all = true;
+    for (let i = 0; i < names.length && i < 16; i++) {
+      for (let k = 0; k < 4; k++) {
+        this.ok[i * 4 + k] = false;
+        if (k >= RULE_DELAYED && !delays[i]) continue;
+        let r = define_metric(MetricTypeValues.Counter, ruleMetricName(names[i], k));
+        this.ok[i * 4 + k] = r.result == WasmResultValues.Ok;
+        this.ids[i * 4 + k] = r.metric_id;
+        all = all && r.result == WasmResultValues.Ok;
+      }
+    }
+    return all;
+  }
+
+  /** Adds `by` (> 0) to counter `kind` of rule i. */
+  add(i: i32, kind: i32, by: u64): void {
+    let k = (i << 2) + kind;
+    if (unchecked(this.ok[k]) && by > 0) increment_metric(unchecked(this.ids[k]), <i64>by);
+  }
+}
 
 /** Metric ids of one VM. A metric the host refused to define has id 0 and is skipped. */
 export class Metrics {

@@ -5,13 +5,18 @@
 //  32  f32 rate tokens            36  f32 userAgent tokens        40  f32 errors tokens
 //  44  u8  strikes (bans so far)  45  u8  rule of the last ban    46  u8 flags (bit 0: used)  47 spare
 //
+//  48  f32 tokens of each custom-rule bucket (rule-config.ts), 4 bytes per bucket, in the configuration's
+//      bucket order; a set value with custom buckets ends in a 4-byte layout tag (layout.ts)
+//
 // Little endian, as wasm memory is; the bytes are only ever read by this module.
 
 import { Config, RULE_ERRORS } from "./config";
 import { refill } from "./bucket";
 
-/** Bytes per tracked client. */
+/** Bytes per tracked client without custom rules (the header and the three built-in buckets). */
 export const RECORD_SIZE: i32 = 48;
+/** Bytes per custom-rule bucket. */
+export const BUCKET_SIZE: i32 = 4;
 /** Records per set (per shared-data key). */
 export const WAYS: i32 = 8;
 /** Bytes of one set's value. */
@@ -69,9 +74,22 @@ const FLAG_USED: u8 = 1;
 // @ts-ignore: decorator
 @inline export function setBanRule(r: usize, v: i32): void { store<u8>(r, <u8>v, O_RULE); }
 
+/** Bytes per tracked client under `cfg`: the base record and one bucket per custom bucket. */
+export function recordSize(cfg: Config): i32 {
+  return RECORD_SIZE + BUCKET_SIZE * cfg.custom.buckets.length;
+}
+/** The token level of custom bucket `j`. */
+// @ts-ignore: decorator
+@inline export function customTokens(r: usize, j: i32): f64 { return <f64>load<f32>(r + <usize>(RECORD_SIZE + (j << 2))); }
+/** Sets the token level of custom bucket `j`. */
+// @ts-ignore: decorator
+@inline export function setCustomTokens(r: usize, j: i32, v: f64): void { store<f32>(r + <usize>(RECORD_SIZE + (j << 2)), <f32>v); }
+
 /** Starts a fresh record for an address: buckets full, no ban history. */
 export function init(r: usize, hi: u64, lo: u64, now: u64, cfg: Config): void {
-  memory.fill(r, 0, RECORD_SIZE);
+  memory.fill(r, 0, recordSize(cfg));
+  let buckets = cfg.custom.buckets;
+  for (let j = 0, n = buckets.length; j < n; j++) setCustomTokens(r, j, <f64>unchecked(buckets[j]).requests);
   store<u64>(r, hi, O_HI);
   store<u64>(r, lo, O_LO);
   store<u64>(r, now, O_UPDATED);
@@ -85,12 +103,19 @@ export function advance(r: usize, now: u64, cfg: Config): void {
   if (now > last) {
     let elapsed = now - last;
     for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
+    let buckets = cfg.custom.buckets;
+    for (let j = 0, n = buckets.length; j < n; j++) setCustomTokens(r, j, refill(customTokens(r, j), elapsed, unchecked(buckets[j])));
     store<u64>(r, now, O_UPDATED);
   }
   // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
   for (let i = 0; i < 3; i++) {
     let cap = <f64>cfg.rules[i].requests;
     if (tokens(r, i) > cap) setTokens(r, i, cap);
+  }
+  let buckets = cfg.custom.buckets;
+  for (let j = 0, n = buckets.length; j < n; j++) {
+    let cap = <f64>unchecked(buckets[j]).requests;
+    if (customTokens(r, j) > cap) setCustomTokens(r, j, cap);
   }
   let until = banUntil(r);
   if (strikes(r) > 0 && now >= until && now - until >= cfg.forgetAfterMs) setStrikes(r, 0);
@@ -110,6 +135,11 @@ export function isExpired(r: usize, now: u64, cfg: Config): bool {
   for (let i = 0; i < 3; i++) {
     let rule = cfg.rules[i];
     if (refill(tokens(r, i), elapsed, rule) < <f64>rule.requests) return false;
+  }
+  let buckets = cfg.custom.buckets;
+  for (let j = 0, n = buckets.length; j < n; j++) {
+    let rule = unchecked(buckets[j]);
+    if (refill(customTokens(r, j), elapsed, rule) < <f64>rule.requests) return false;
   }
   return true;
 }
@@ -143,15 +173,25 @@ export function classify(r: usize, now: u64, cfg: Config): i32 {
       if (i == RULE_ERRORS || deficit > 1.0) evidence = true;
     }
   }
+  let buckets = cfg.custom.buckets;
+  for (let j = 0, n = buckets.length; j < n; j++) {
+    let rule = unchecked(buckets[j]);
+    let deficit = <f64>rule.requests - refill(customTokens(r, j), elapsed, rule);
+    if (deficit > 0) {
+      full = false;
+      if (deficit > 1.0) evidence = true;
+    }
+  }
   if (evidence) return EVIDENCE;
   return full ? EXPIRED : PROBATION;
 }
 
 /**
- * Merges another record of the same client into `r`, both brought up to the same time: the later ban
- * (with its rule), the higher strike count, the fewer tokens in each bucket. Returns whether `r` changed.
+ * Merges another record of the same client into `r`, both brought up to the same time and of the same
+ * layout with `buckets` custom buckets: the later ban (with its rule), the higher strike count, the fewer
+ * tokens in each bucket. Returns whether `r` changed.
  */
-export function merge(r: usize, src: usize): bool {
+export function merge(r: usize, src: usize, buckets: i32 = 0): bool {
   let changed = false;
   if (banUntil(src) > banUntil(r)) {
     setBanUntil(r, banUntil(src));
@@ -165,6 +205,12 @@ export function merge(r: usize, src: usize): bool {
   for (let i = 0; i < 3; i++) {
     if (tokens(src, i) < tokens(r, i)) {
       setTokens(r, i, tokens(src, i));
+      changed = true;
+    }
+  }
+  for (let j = 0; j < buckets; j++) {
+    if (customTokens(src, j) < customTokens(r, j)) {
+      setCustomTokens(r, j, customTokens(src, j));
       changed = true;
     }
   }

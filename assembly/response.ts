@@ -8,7 +8,7 @@ const RETRY_AFTER = String.UTF8.encode("retry-after");
 const NO_GRPC_STATUS: u32 = 0xffffffff; // -1: not a gRPC reply
 
 /** Response code details per rules.DENY_* reason, as seen in Envoy's access log (%RESPONSE_CODE_DETAILS%). */
-const DETAILS: string[] = ["", "traffic_guard_rate", "traffic_guard_user_agent", "traffic_guard_errors", "traffic_guard_banned", "traffic_guard_deny"];
+const DETAILS: string[] = ["", "traffic_guard_rate", "traffic_guard_user_agent", "traffic_guard_errors", "traffic_guard_banned", "traffic_guard_deny", "traffic_guard_rule"];
 
 // Serialises header pairs as the ABI wants them: count, (key length, value length)*, then key\0value\0...
 // With retryAfter > 0 a retry-after pair is appended, its digits written in place (no string is built).

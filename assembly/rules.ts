@@ -4,6 +4,7 @@
 import { Config, RULE_RATE, RULE_UA, RULE_ERRORS } from "./config";
 import { hasToken, take, banDuration } from "./bucket";
 import * as rec from "./record";
+import * as custom from "./custom-rules";
 
 /** Let the request through. */
 export const PASS: i32 = 0;
@@ -18,7 +19,14 @@ export const DENY_BANNED: i32 = 4;
 /** Denied: the address is on the deny list. */
 export const DENY_LIST: i32 = 5;
 
-/** Set by the evaluators when a ban was started: its rule index, or -1. */
+/** Denied by a custom rule (custom-rules.ts deniedRule names it). */
+export const DENY_CUSTOM: i32 = 6;
+/** Held back by a delay rule (custom-rules.ts holdMs, holdRule); not a denial. */
+export const HOLD: i32 = 7;
+/** banStartedRule of a custom rule i is CUSTOM_BASE + i. */
+export const CUSTOM_BASE: i32 = 3;
+
+/** Set by the evaluators when a ban was started: its rule index (CUSTOM_BASE + i for custom rule i), or -1. */
 export let banStartedRule: i32 = -1;
 /** Whether the evaluators took a token or started a ban (so the record must be written back). */
 export let dirty: bool = false;
@@ -62,7 +70,11 @@ export function onRequest(r: usize, cfg: Config, uaMatched: bool, now: u64): i32
   // timestamps by the next reader, so skipping its write loses nothing.
   if (cfg.rules[RULE_RATE].enabled && !consume(r, RULE_RATE, now, cfg)) return DENY_RATE;
   if (uaMatched && cfg.rules[RULE_UA].enabled && !consume(r, RULE_UA, now, cfg)) return DENY_UA;
-  return PASS;
+  if (custom.bits == 0) return PASS;
+  let d = custom.onRequest(r, cfg, now);
+  if (custom.dirty) dirty = true;
+  if (custom.banRule >= 0) banStartedRule = CUSTOM_BASE + custom.banRule;
+  return d == custom.DENY ? DENY_CUSTOM : d == custom.HOLD ? HOLD : PASS;
 }
 
 /**
@@ -74,4 +86,22 @@ export function onErrorResponse(r: usize, cfg: Config, now: u64): void {
   dirty = false;
   if (rec.isBanned(r, now)) return; // already banned: nothing more to learn from this response
   consume(r, RULE_ERRORS, now, cfg);
+}
+
+/**
+ * A response of the tracked client: a matching error when `countError`, else the custom rules' response
+ * matches (custom-rules.ts bits, set by the caller for this update only).
+ */
+export function onResponse(r: usize, cfg: Config, countError: bool, now: u64): void {
+  banStartedRule = -1;
+  dirty = false;
+  if (rec.isBanned(r, now)) return;
+  if (countError) {
+    consume(r, RULE_ERRORS, now, cfg);
+    return;
+  }
+  if (custom.bits == 0) return;
+  custom.onResponse(r, cfg, now);
+  if (custom.dirty) dirty = true;
+  if (custom.banRule >= 0) banStartedRule = CUSTOM_BASE + custom.banRule;
 }

@@ -43,6 +43,7 @@ import * as imports from "@solo-io/proxy-runtime/assembly/imports";
 import { Config } from "./config";
 import * as rec from "./record";
 import * as rules from "./rules";
+import { Layout } from "./layout";
 
 /** CAS attempts per update before giving up (and failing open). */
 export const MAX_ATTEMPTS: i32 = 8;
@@ -130,7 +131,11 @@ export class Table {
   private hexAt: usize = 0;
   private metaKey: ArrayBuffer = new ArrayBuffer(0);
   private key: ArrayBuffer = new ArrayBuffer(0);
-  private scratch: ArrayBuffer = new ArrayBuffer(rec.SET_SIZE);
+  private scratch: ArrayBuffer = new ArrayBuffer(0);
+  // drain() converts an old set here, while adopt() uses `scratch`.
+  private drainScratch: ArrayBuffer = new ArrayBuffer(0);
+  /** The record layout of this configuration (layout.ts): record size, custom buckets, conversion. */
+  layout: Layout = changetype<Layout>(0);
 
   /** A used record was replaced by the last update. */
   evicted: bool = false;
@@ -156,7 +161,10 @@ export class Table {
   /** The last update completed this worker's pass over the old sets (log it once). */
   completed: bool = false;
 
-  constructor(capacity: u32, plugin: string = "") {
+  constructor(capacity: u32, plugin: string = "", cfg: Config | null = null) {
+    this.layout = new Layout(cfg !== null ? cfg : new Config(), pluginPrefix(plugin));
+    this.scratch = new ArrayBuffer(this.layout.valueSize);
+    this.drainScratch = new ArrayBuffer(this.layout.valueSize);
     this.sets = (capacity + <u32>rec.WAYS - 1) / <u32>rec.WAYS;
     this.wanted = this.sets;
     this.plugin = plugin;
@@ -346,11 +354,15 @@ export class Table {
       let old = get_shared_data(oldKey);
       let value = old.value;
       let cas = old.cas;
-      if (old.result != WasmResultValues.Ok || value.byteLength != rec.SET_SIZE) return;
+      if (old.result != WasmResultValues.Ok || value.byteLength == 0) return;
+      if (!this.layout.isOurs(value)) {
+        if (!this.layout.convert(value, changetype<usize>(this.drainScratch))) return;
+        value = this.drainScratch;
+      }
       let base = changetype<usize>(value);
       let used = 0, moved = 0, filled = 0;
       for (let w = 0; w < rec.WAYS; w++) {
-        let r = base + <usize>(w * rec.RECORD_SIZE);
+        let r = base + <usize>(w * this.layout.recordSize);
         if (!rec.isUsed(r)) continue;
         used++;
         if (rec.isExpired(r, now, cfg)) continue;
@@ -382,21 +394,25 @@ export class Table {
       let sd = get_shared_data(key);
       let buf = sd.value;
       let cas = sd.cas;
-      if (sd.result != WasmResultValues.Ok || buf.byteLength != rec.SET_SIZE) {
+      if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
+          this.layout.convert(buf, changetype<usize>(this.scratch))) {
+        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
+      } else if (sd.result != WasmResultValues.Ok || !this.layout.isOurs(buf)) {
         if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
         if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
-        memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
+        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
+        this.layout.stamp(changetype<usize>(buf));
       }
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
       if (r != 0) {
         rec.advance(r, now, cfg);
-        if (!rec.merge(r, src)) return true; // nothing to add
+        if (!rec.merge(r, src, this.layout.buckets)) return true; // nothing to add
       } else {
         r = this.place(base, now, cfg, admit, rec.banUntil(src));
         if (r == 0) return false;
-        memory.copy(r, src, rec.RECORD_SIZE);
+        memory.copy(r, src, this.layout.recordSize);
       }
       let res = set_shared_data(key, buf, cas);
       if (res == WasmResultValues.Ok) return true;
@@ -417,11 +433,15 @@ export class Table {
       let sd = get_shared_data(key);
       let buf = sd.value;
       let cas = sd.cas;
-      if (sd.result != WasmResultValues.Ok || buf.byteLength != rec.SET_SIZE) {
+      if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
+          this.layout.convert(buf, changetype<usize>(this.scratch))) {
+        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
+      } else if (sd.result != WasmResultValues.Ok || !this.layout.isOurs(buf)) {
         if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
         if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
-        memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
+        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
+        this.layout.stamp(changetype<usize>(buf));
       }
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
@@ -429,6 +449,7 @@ export class Table {
         if (r == 0 || !rec.isBanned(r, now)) return true;
         rec.setBanUntil(r, now);
         for (let i = 0; i < 3; i++) rec.setTokens(r, i, <f64>cfg.rules[i].requests); // unbanned with a clean slate
+        for (let j = 0; j < this.layout.buckets; j++) rec.setCustomTokens(r, j, <f64>cfg.custom.buckets[j].requests);
       } else if (r == 0) {
         r = this.place(base, now, cfg, rec.BANNED, until);
         if (r == 0) return false;
@@ -453,7 +474,12 @@ export class Table {
 
   /** Counts one matching error response for a client: returns rules.PASS or FAILED. */
   errorResponse(cfg: Config, hi: u64, lo: u64, now: u64): i32 {
-    return this.update(OP_RESPONSE, cfg, hi, lo, false, now);
+    return this.update(OP_RESPONSE, cfg, hi, lo, true, now);
+  }
+
+  /** Counts a response for a client: a matching error when `countError`, and the custom rules' response matches (custom-rules.ts). */
+  response(cfg: Config, hi: u64, lo: u64, countError: bool, now: u64): i32 {
+    return this.update(OP_RESPONSE, cfg, hi, lo, countError, now);
   }
 
   private update(op: i32, cfg: Config, hi: u64, lo: u64, uaMatched: bool, now: u64): i32 {
@@ -477,12 +503,16 @@ export class Table {
         key = this.keyFor(this.setOf(hi, lo)); // another worker moved the table: use the new geometry
         continue;
       }
-      if (result == WasmResultValues.NotFound || buf.byteLength != rec.SET_SIZE) {
+      if (result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
+          this.layout.convert(buf, changetype<usize>(this.scratch))) {
+        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
+      } else if (result == WasmResultValues.NotFound || !this.layout.isOurs(buf)) {
         // A never-written set (or a value of another size, which this version cannot read): start empty.
         if (result != WasmResultValues.Ok && result != WasmResultValues.NotFound) return FAILED;
         if (result == WasmResultValues.NotFound) cas = FRESH_CAS;
         buf = this.scratch;
-        memory.fill(changetype<usize>(buf), 0, rec.SET_SIZE);
+        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
+        this.layout.stamp(changetype<usize>(buf));
       }
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
@@ -506,7 +536,7 @@ export class Table {
       rec.advance(r, now, cfg);
       let decision = rules.PASS;
       if (op == OP_REQUEST) decision = rules.onRequest(r, cfg, uaMatched, now);
-      else rules.onErrorResponse(r, cfg, now);
+      else rules.onResponse(r, cfg, uaMatched, now); // uaMatched: count the error
       this.strike = rec.strikes(r);
       this.banUntil = rec.banUntil(r);
       if (!rules.dirty && !this.filledSlot && !this.evicted) return decision; // nothing to write back
@@ -524,7 +554,7 @@ export class Table {
   // The client's record in the set at `base`, or 0.
   private find(base: usize, hi: u64, lo: u64): usize {
     for (let i = 0; i < rec.WAYS; i++) {
-      let r = base + <usize>(i * rec.RECORD_SIZE);
+      let r = base + <usize>(i * this.layout.recordSize);
       if (rec.isFor(r, hi, lo)) return r;
     }
     return 0;
@@ -536,7 +566,7 @@ export class Table {
   private place(base: usize, now: u64, cfg: Config, admit: i32, until: u64): usize {
     let empty: usize = 0, expired: usize = 0, probation: usize = 0, evidence: usize = 0, banned: usize = 0;
     for (let i = 0; i < rec.WAYS; i++) {
-      let r = base + <usize>(i * rec.RECORD_SIZE);
+      let r = base + <usize>(i * this.layout.recordSize);
       if (!rec.isUsed(r)) { if (empty == 0) empty = r; continue; }
       let c = rec.classify(r, now, cfg);
       if (c == rec.EXPIRED) {

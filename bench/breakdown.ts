@@ -9,6 +9,7 @@
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import type { HttpFilterSpec } from "../dev/envoy-config.ts";
 import { compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
+import { BENCH_CUSTOM_RULES } from "../dev/envoy-topologies.ts";
 import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
 
 const never = { requests: 1_000_000, per: "1s" };
@@ -24,6 +25,7 @@ const VARIANTS: [string, object | null | "noop"][] = [
   ["rate rule only, source peer", { clientAddress: { source: "peer" }, rules: { rate: { limit: never }, userAgent: off, errors: off } }],
   ["all rules, source peer", { clientAddress: { source: "peer" }, rules: { rate: { limit: never }, userAgent: { limit: never }, errors: { limit: never } } }],
   ["all rules, source auto (default)", { rules: { rate: { limit: never }, userAgent: { limit: never }, errors: { limit: never } } }],
+  ["all rules, source peer, + 10 custom rules matching nothing", { clientAddress: { source: "peer" }, rules: { rate: { limit: never }, userAgent: { limit: never }, errors: { limit: never }, custom: BENCH_CUSTOM_RULES } }],
 ];
 
 function parseArgs(argv: string[]): { duration: number; reps: number; connections: number } {

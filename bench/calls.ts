@@ -17,7 +17,7 @@
  */
 import { writeFileSync } from "node:fs";
 import { Host } from "../tests/emulator/emulator.ts";
-import { allowPathConfig, blockPathConfig } from "../dev/envoy-topologies.ts";
+import { allowPathConfig, blockPathConfig, customRulesConfig } from "../dev/envoy-topologies.ts";
 import { buildAtRevision, ensureFilterBuilt } from "../dev/wasm-build.ts";
 
 /** Parsed command-line options. */
@@ -46,7 +46,7 @@ function parseArgs(argv: string[]): Options {
 }
 
 /** The three measured paths. */
-const PATHS = ["allow, one client", "block, one banned client", "allow, rotating clients"] as const;
+const PATHS = ["allow, one client", "block, one banned client", "allow, rotating clients", "allow + 10 custom rules matching nothing, one client"] as const;
 type PathName = (typeof PATHS)[number];
 
 /** Host work per request on one path: calls by import / callback name, and malloc copy-outs. */
@@ -67,7 +67,7 @@ function countsOf(h: Host): Map<string, number> {
 /** Counts of one path, or null when the module rejects the path's pluginConfig (an older revision may). */
 async function measurePath(wasm: string, path: PathName, o: Options): Promise<Counts | null> {
   const rotating = path === "allow, rotating clients";
-  const config = path.startsWith("block") ? blockPathConfig("peer") : allowPathConfig(rotating ? "xff" : "peer");
+  const config = path.startsWith("block") ? blockPathConfig("peer") : path.includes("custom") ? customRulesConfig("peer") : allowPathConfig(rotating ? "xff" : "peer");
   let h: Host;
   try {
     h = await Host.start({ wasm, config });

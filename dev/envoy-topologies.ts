@@ -75,7 +75,7 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
 }
 
 /** The benchmark configurations, in the order docs/benchmark.md lists them. */
-export const BENCH_CONFIGS = ["raw-floor", "no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm"] as const;
+export const BENCH_CONFIGS = ["raw-floor", "no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm", "guard-custom"] as const;
 
 /** The configurations `npm run bench -- --baseline <rev>` adds: traffic-guard at another revision, same pluginConfigs. */
 export const BASELINE_CONFIGS = ["baseline-allow", "baseline-block"] as const;
@@ -120,6 +120,30 @@ export function allowPathConfig(source: "peer" | "xff"): object {
   };
 }
 
+/**
+ * Ten custom rules (docs/rules.md) that a benchmark request (GET / from wrk, no cookie, no Sec-Fetch
+ * headers) never matches, but that make the filter read what such rules read: the method, the path, the
+ * User-Agent, three headers and, for the response rule, the status.
+ */
+export const BENCH_CUSTOM_RULES: object[] = [
+  { name: "sensitive", take: { request: { path: ["/.env", "/.git/*", "*.bak", "*.sql"] } }, limit: { requests: 3, per: "1h" }, ban: "1h" },
+  { name: "deletes", take: { request: { method: ["DELETE"] } }, limit: { requests: 10, per: "1m" } },
+  { name: "probe-header", take: { request: { header: { "x-probe": "present" } } }, limit: { requests: 1, per: "1h" }, ban: "1h" },
+  { name: "scanners", take: { request: { userAgent: ["*sqlmap*", "*nikto*", "*nuclei*"] } }, limit: { requests: 1, per: "1m" }, ban: "1h" },
+  { name: "pages-without-api", take: { request: { header: { "sec-fetch-mode": "navigate" } } }, give: { request: { path: ["/api/*"] } }, limit: { requests: 30, per: "5m" }, ban: "15m" },
+  { name: "admin", take: { request: { path: ["/admin/*", "/wp-admin/*"] } }, limit: { requests: 5, per: "1m" }, ban: "10m" },
+  { name: "search-scrapers", take: { request: { path: ["/search"], query: "present" } }, limit: { requests: 20, per: "1m" } },
+  { name: "cookie-pages", take: { request: { header: { cookie: "present", accept: "text/html*" } } }, limit: { requests: 100, per: "1m" } },
+  { name: "redirects", take: { response: { status: [301, 302, 307, 308] } }, limit: { requests: 50, per: "1m" }, ban: "5m" },
+  { name: "wordpress", take: { request: { path: ["/wp-login.php", "/xmlrpc.php"] } }, limit: { requests: 2, per: "1h" }, ban: "1h" },
+];
+
+/** pluginConfig of the allow path with BENCH_CUSTOM_RULES beside the built-in rules. */
+export function customRulesConfig(source: "peer" | "xff"): object {
+  const base = allowPathConfig(source) as { rules: object };
+  return { ...base, rules: { ...base.rules, custom: BENCH_CUSTOM_RULES } };
+}
+
 /** pluginConfig of the block path: one request per hour, then a day-long ban. */
 export function blockPathConfig(source: "peer" | "xff"): object {
   return { clientAddress: benchClientAddress(source), rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
@@ -152,6 +176,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     "noop-wasm": [wasm("", inputs.noopWasm, "noop", "noop")],
     "baseline-allow": inputs.baselineWasm ? [wasm(allowPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
     "baseline-block": inputs.baselineWasm ? [wasm(blockPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
+    "guard-custom": [wasm(customRulesConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
   };
   return {
     name: config.replace(/-/g, "_"),

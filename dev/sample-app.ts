@@ -4,6 +4,13 @@
  * (`/static/*`, `/assets/*`, `/index.html`, `/robots.txt`) and 404 everywhere else.
  * `/api/echo` answers with the request headers it received (how the tests observe what a proxy
  * forwarded). It counts what reached it, so tests can prove that blocked requests never did.
+ *
+ * The shop behaves like a real site for the behaviour rules: `/shop` and `/shop/item/<n>` are HTML
+ * pages that set a `session` cookie when the request carries none, link to other items, load
+ * `/static/shop.css` and `/static/shop.js`, and whose script then calls `/api/shop/item/<n>` and
+ * `/api/shop/cart` (a browser makes those calls, a page crawler does not); the API answers say
+ * whether the session cookie came back. `/loop` redirects to
+ * itself (302) forever.
  */
 import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
@@ -18,7 +25,7 @@ export interface SampleApp {
   close(): Promise<void>;
 }
 
-/** True for the paths the sample app serves with 200. */
+/** True for the plain paths the sample app serves with 200 (the shop and `/loop` are answered before). */
 export function servesPath(path: string): boolean {
   const p = path.split("?")[0];
   return (
@@ -38,13 +45,75 @@ const PAGE = `<!doctype html>
 <script src="/static/app.js"></script></body></html>
 `;
 
+/** Name of the session cookie the shop pages set. */
+export const SESSION_COOKIE = "session";
+
+/** How many items the shop lists; `/shop/item/1` to `/shop/item/<SHOP_ITEMS>` exist, each linking to the next. */
+export const SHOP_ITEMS = 50;
+
+/**
+ * A shop page, with a stylesheet and a script as a real site has. The script fetches the item's API
+ * resource and the cart, then marks the document `data-api="done"` (or `"failed"`), so a browser test
+ * can wait for the follow-up calls to finish. `rel=icon` is inline so a browser asks for no
+ * /favicon.ico (a 404 the errors rule would count).
+ */
+function shopPage(item: number): string {
+  const next = (item % SHOP_ITEMS) + 1;
+  return `<!doctype html>
+<html><head><title>shop item ${item}</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/static/shop.css"></head>
+<body data-item="${item}"><h1>Item ${item}</h1><p id="price">loading</p>
+<a id="next" href="/shop/item/${next}">next item</a> <a href="/shop">all items</a>
+<script src="/static/shop.js"></script></body></html>
+`;
+}
+
+/** The shop pages' script: their follow-up API calls. */
+const SHOP_JS = `const item = document.body.dataset.item;
+Promise.all([fetch("/api/shop/item/" + item).then((r) => r.json()), fetch("/api/shop/cart").then((r) => r.json())])
+  .then(([it, cart]) => { document.getElementById("price").textContent = it.path + " session=" + it.session + " cart=" + cart.session; document.documentElement.dataset.api = "done"; })
+  .catch(() => { document.documentElement.dataset.api = "failed"; });
+`;
+
+/** The shop pages' stylesheet. */
+const SHOP_CSS = "body { font-family: sans-serif; }\n";
+
+/** The value of the session cookie a request carries, or undefined. */
+function sessionOf(headers: IncomingHttpHeaders): string | undefined {
+  for (const part of (headers.cookie ?? "").split(";")) {
+    const [name, value] = part.trim().split("=");
+    if (name === SESSION_COOKIE && value) return value;
+  }
+  return undefined;
+}
+
+let sessions = 0;
+
 /** Starts the sample app on 127.0.0.1 (port 0 = ephemeral). */
 export async function startSampleApp(port = 0): Promise<SampleApp> {
   const seen: SampleApp["seen"] = [];
   const server: Server = createServer((req, res) => {
     const path = req.url ?? "/";
     seen.push({ path, headers: req.headers });
-    if (path.startsWith("/api/echo")) {
+    if (path === "/loop" || path.startsWith("/loop?")) {
+      res.writeHead(302, { location: "/loop", "content-type": "text/plain" }).end("redirecting\n");
+    } else if (path.startsWith("/api/shop/")) {
+      const body = JSON.stringify({ ok: true, path, session: sessionOf(req.headers) !== undefined });
+      res.writeHead(200, { "content-type": "application/json" }).end(body);
+    } else if (path === "/shop" || path.startsWith("/shop/")) {
+      const m = /^\/shop(?:\/item\/(\d+))?\/?(?:\?.*)?$/.exec(path);
+      const item = m ? Number(m[1] ?? 1) : 0;
+      if (item < 1 || item > SHOP_ITEMS) {
+        res.writeHead(404, { "content-type": "text/plain" }).end("no such item\n");
+        return;
+      }
+      const headers: Record<string, string> = { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" };
+      if (!sessionOf(req.headers)) headers["set-cookie"] = `${SESSION_COOKIE}=s${++sessions}.${Date.now().toString(36)}; Path=/; HttpOnly; SameSite=Lax`;
+      res.writeHead(200, headers).end(shopPage(item));
+    } else if (path === "/static/shop.js") {
+      res.writeHead(200, { "content-type": "text/javascript", "cache-control": "no-cache" }).end(SHOP_JS);
+    } else if (path === "/static/shop.css") {
+      res.writeHead(200, { "content-type": "text/css", "cache-control": "no-cache" }).end(SHOP_CSS);
+    } else if (path.startsWith("/api/echo")) {
       const body = JSON.stringify({ path, headers: req.headers, peer: req.socket.remoteAddress });
       res.writeHead(200, { "content-type": "application/json" }).end(body);
     } else if (!servesPath(path)) {

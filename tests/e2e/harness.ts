@@ -80,6 +80,13 @@ export function guardFilter(pluginConfig: object | string, extra: Partial<WasmFi
 export class Stack {
   readonly envoys: RunningEnvoy[] = [];
   readonly apps: SampleApp[] = [];
+  /** Other clean-ups (a browser, ...), run before Envoy and the apps stop. */
+  readonly cleanups: (() => Promise<void>)[] = [];
+
+  /** Registers a clean-up to run at teardown (before Envoy and the apps stop). */
+  defer(cleanup: () => Promise<void>): void {
+    this.cleanups.push(cleanup);
+  }
 
   /** Starts (and registers) an Envoy. */
   async envoy(opts: StartOptions): Promise<RunningEnvoy> {
@@ -104,6 +111,7 @@ export class Stack {
         process.stderr.write(`\n----- Envoy "${e.label}" log (${e.logPath}) -----\n${log.join("\n")}\n----- end of "${e.label}" log -----\n`);
       }
     }
+    for (const c of this.cleanups.reverse()) await c().catch((e) => process.stderr.write(`teardown: ${(e as Error).message}\n`));
     await Promise.all(this.envoys.map((e) => e.stop()));
     await Promise.all(this.apps.map((a) => a.close()));
   }
@@ -184,11 +192,12 @@ export interface CurlResult {
 let curlVersion: string | undefined;
 
 /**
- * Runs the Debian curl binary once (with its own User-Agent), bound to a local address. Runs it
- * asynchronously: the sample app upstream lives in this very event loop.
+ * Runs the Debian curl binary once (with its own User-Agent unless `args` sets one), bound to a local
+ * address, with extra curl arguments. Runs it asynchronously: the sample app upstream lives in this
+ * very event loop.
  */
-export async function curl(url: string, from: string): Promise<CurlResult> {
-  const { stdout } = await execFileAsync("curl", ["-sS", "-o", "/dev/null", "--interface", from, "-w", "%{http_code} %header{retry-after}", url], {
+export async function curl(url: string, from: string, args: string[] = []): Promise<CurlResult> {
+  const { stdout } = await execFileAsync("curl", ["-sS", "-o", "/dev/null", "--interface", from, "-w", "%{http_code} %header{retry-after}", ...args, url], {
     encoding: "utf8",
     timeout: 15_000,
   });
@@ -285,7 +294,7 @@ export interface BanLine {
 /** Extracts the filter's ban lines from an Envoy log. */
 export function banLines(log: string): BanLine[] {
   const out: BanLine[] = [];
-  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
+  const re = /\]\[(\w+)\]\[wasm\].*traffic-guard: banned (\S+) for (\d+)s: rule=([\w-]+) limit=(\S+) ban=(\d+)( \(dry-run\))?$/;
   for (const line of log.split("\n")) {
     const m = re.exec(line);
     if (m) {
@@ -307,4 +316,29 @@ export function portOf(envoy: RunningEnvoy, listener: string): number {
   const p = envoy.ports.get(listener);
   assert.ok(p, `listener ${listener} not bound`);
   return p.ipv4;
+}
+
+/** The counters of one custom rule or preset (docs/metrics-and-logs.md); the `delayed` ones exist only for a `delay` rule. */
+export interface RuleCounters {
+  denied: number;
+  bans: number;
+  delayed?: number;
+  delayed_ms?: number;
+}
+
+/**
+ * Reads one custom rule's counters, `traffic_guard_rule_<name>_{denied,bans,delayed,delayed_ms}_total`
+ * (the rule name with `-` written `_`), as Envoy renders them at /stats/prometheus. A counter the filter
+ * did not define is absent from the result.
+ */
+export async function ruleCounters(envoy: RunningEnvoy, rule: string): Promise<RuleCounters> {
+  const { values, types } = await guardMetrics(envoy);
+  const prefix = `traffic_guard_rule_${rule.replace(/-/g, "_")}_`;
+  const out: Record<string, number> = {};
+  for (const [name, value] of values) {
+    if (!name.startsWith(prefix) || !name.endsWith("_total")) continue;
+    assert.equal(types.get(name), "counter", `TYPE of ${name}`);
+    out[name.slice(prefix.length, -"_total".length)] = value;
+  }
+  return out as unknown as RuleCounters;
 }

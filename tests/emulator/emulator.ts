@@ -663,9 +663,17 @@ export class HttpStream {
     }
   }
 
-  /** The filter paused the request without a local reply: in Envoy the stream would hang. */
+  /** Whether the filter resumed the paused request with proxy_continue_stream (e.g. from a tick). */
+  continued = false;
+
+  /** The filter paused the request without a local reply and has not resumed it: in Envoy the stream would hang. */
   get stalled(): boolean {
-    return this.requestAction !== FilterHeadersStatus.Continue && !this.localReply;
+    return this.requestAction !== FilterHeadersStatus.Continue && !this.localReply && !this.continued;
+  }
+
+  /** The filter paused the request and may resume it later (not a local reply). */
+  get paused(): boolean {
+    return this.stalled && !this.finished;
   }
 
   /** Whether the filter let the request through to the upstream. */
@@ -814,7 +822,12 @@ export class Vm {
    */
   tick(): void {
     if (this.tickPeriodMs === 0) throw new Error(`VM ${this.index}: the module set no tick period, so Envoy would never call proxy_on_tick`);
-    this.call("proxy_on_tick", undefined, this.rootContextId);
+    this.effectiveId = undefined;
+    try {
+      this.call("proxy_on_tick", undefined, this.rootContextId);
+    } finally {
+      this.effectiveId = undefined;
+    }
   }
 
   /** Delivers a plugin configuration like Envoy: proxy_on_configure; returns what it returned. */
@@ -856,6 +869,11 @@ export class Vm {
     }
     return s;
   }
+
+  /** The context the module made effective last with proxy_set_effective_context (reset around each tick). */
+  effectiveId: number | undefined;
+  /** Context ids of the streams the module resumed with proxy_continue_stream, in order. */
+  readonly continues: number[] = [];
 
   /** request(opts).respond(status): one complete exchange. */
   send(opts: RequestOptions = {}, status = 200): HttpStream {
@@ -1073,12 +1091,28 @@ export class Vm {
         };
         return WasmResult.Ok;
       },
-      proxy_continue_stream: () => WasmResult.Ok,
+      proxy_continue_stream: (type: number) => {
+        // Envoy: continueDecoding()/continueEncoding() on the current or effective stream context.
+        const s = this.current ?? (this.effectiveId !== undefined ? this.streams.get(this.effectiveId) : undefined);
+        if (!s) {
+          this.host.violations.push("proxy_continue_stream without a stream context");
+          return WasmResult.BadArgument;
+        }
+        if (type === 0 && s.requestAction !== FilterHeadersStatus.Continue && !s.localReply && !s.continued) {
+          s.continued = true;
+          s.upstreamReached = true;
+          this.continues.push(s.contextId);
+        }
+        return WasmResult.Ok;
+      },
       proxy_continue_request: () => WasmResult.Ok,
       proxy_continue_response: () => WasmResult.Ok,
       proxy_clear_route_cache: () => WasmResult.Ok,
       proxy_set_effective_context: (id: number) => {
-        if (id === this.rootContextId || this.streams.has(id)) return WasmResult.Ok;
+        if (id === this.rootContextId || this.streams.has(id)) {
+          this.effectiveId = id;
+          return WasmResult.Ok;
+        }
         this.host.violations.push(`proxy_set_effective_context(${id}) for an unknown context`);
         return WasmResult.BadArgument;
       },

@@ -3,7 +3,20 @@
  * log line parser and assertions on what a stream's outcome was.
  */
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { Host, type HostOptions, type HttpStream, type RequestOptions, type LogEntry } from "../emulator/emulator.ts";
+
+// The per-rule counter naming of assembly/metrics.ts (ruleMetricName), read from its source: the one place it is defined.
+const METRICS_SOURCE = readFileSync(new URL("../../assembly/metrics.ts", import.meta.url), "utf8");
+const RULE_PREFIX = /RULE_METRIC_PREFIX = "([a-z_]+)"/.exec(METRICS_SOURCE)?.[1];
+const RULE_SUFFIXES = [.../RULE_COUNTER_SUFFIXES: string\[\] = \[([^\]]*)\]/.exec(METRICS_SOURCE)?.[1].matchAll(/"([a-z_]+)"/g) ?? []].map((m) => m[1]);
+assert.ok(RULE_PREFIX && RULE_SUFFIXES.length === 4, "could not read the per-rule metric names of assembly/metrics.ts");
+
+/** The counter of custom rule `rule` of one kind, as assembly/metrics.ts ruleMetricName names it. */
+export function ruleMetric(rule: string, kind: "denied" | "bans" | "delayed" | "delayed_ms"): string {
+  const suffix = RULE_SUFFIXES[["denied", "bans", "delayed", "delayed_ms"].indexOf(kind)];
+  return RULE_PREFIX + rule.replaceAll("-", "_") + suffix;
+}
 
 /** Metric names from the contract (docs/metrics-and-logs.md). */
 export const M = {
@@ -96,7 +109,7 @@ export interface BanLine {
 
 // Deliberately lenient about the window's spelling so that one formatting mistake fails only the
 // test dedicated to the exact line format (ban-log format test), not every test that reads bans.
-const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=(\w+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
+const BAN_RE = /^traffic-guard: banned (\S+) for (\d+)s: rule=([\w-]+) limit=(\d+)\/(\S+) ban=(\d+)( \(dry-run\))?$/;
 
 /** The exact ban line of docs/metrics-and-logs.md. */
 export const BAN_LINE_EXACT = /^traffic-guard: banned \S+ for \d+s: rule=(rate|userAgent|errors) limit=\d+\/\d+s ban=\d+( \(dry-run\))?$/;

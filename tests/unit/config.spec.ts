@@ -371,7 +371,7 @@ describe("configuration: rules", () => {
   });
 
   it("rejects unknown rules and fields, each rule listing its own fields", () => {
-    expect(reject("{\"rules\":{\"bots\":{}}}")).toBe("rules.bots: unknown field (expected one of: rate, userAgent, errors)");
+    expect(reject("{\"rules\":{\"bots\":{}}}")).toBe("rules.bots: unknown field (expected one of: rate, userAgent, errors, custom, presets)");
     expect(reject("{\"rules\":{\"rate\":{\"match\":[]}}}")).toBe("rules.rate.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit)");
     expect(reject("{\"rules\":{\"userAgent\":{\"statuses\":[]}}}")).toBe("rules.userAgent.statuses: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, match)");
     expect(reject("{\"rules\":{\"errors\":{\"match\":[]}}}")).toBe("rules.errors.match: unknown field (expected one of: enabled, limit, ban, applyToMesh, meshLimit, statuses)");
