@@ -16,6 +16,7 @@ import { ensureEnvoy, REPO_ROOT, type EnvoyInstall } from "../../dev/envoy.ts";
 import { startEnvoy, type RunningEnvoy, type StartOptions } from "../../dev/envoy-process.ts";
 import { startSampleApp, type SampleApp } from "../../dev/sample-app.ts";
 import type { WasmFilterSpec } from "../../dev/envoy-config.ts";
+import { M } from "../filter/helpers.ts";
 
 const execFileAsync = promisify(execFile);
 
@@ -215,34 +216,11 @@ export async function hasIpv6Loopback(): Promise<boolean> {
   });
 }
 
-/** Every metric docs/metrics-and-logs.md names, in its table order. */
-export const METRIC_NAMES = [
-  "traffic_guard_requests_total",
-  "traffic_guard_denied_rate_total",
-  "traffic_guard_denied_user_agent_total",
-  "traffic_guard_denied_errors_total",
-  "traffic_guard_denied_banned_total",
-  "traffic_guard_denied_deny_total",
-  "traffic_guard_bans_rate_total",
-  "traffic_guard_bans_user_agent_total",
-  "traffic_guard_bans_errors_total",
-  "traffic_guard_dry_run_would_deny_total",
-  "traffic_guard_evictions_total",
-  "traffic_guard_internal_errors_total",
-  "traffic_guard_client_address_fallbacks_total",
-  "traffic_guard_untrusted_address_headers_total",
-  "traffic_guard_admissions_refused_total",
-  "traffic_guard_range_bans_total",
-  "traffic_guard_decisions_published_total",
-  "traffic_guard_decisions_applied_total",
-  "traffic_guard_decisions_lifted_total",
-  "traffic_guard_decisions_sync_errors_total",
-  "traffic_guard_tracked_clients",
-  "traffic_guard_decisions_active",
-] as const;
+/** Every metric docs/metrics-and-logs.md names, in its table order (the filter tests' list, tests/filter/helpers.ts). */
+export const METRIC_NAMES = Object.values(M);
 
 /** A metric name from the contract. */
-export type MetricName = (typeof METRIC_NAMES)[number];
+export type MetricName = (typeof M)[keyof typeof M];
 
 /**
  * Reads /stats/prometheus and returns the traffic_guard_* samples and their TYPE lines. Envoy renders
@@ -273,7 +251,7 @@ export async function assertMetrics(envoy: RunningEnvoy, expected: Partial<Recor
   for (const name of METRIC_NAMES) {
     actual[name] = values.get(name);
     want[name] = expected[name] ?? 0;
-    const gauge = name === "traffic_guard_tracked_clients" || name === "traffic_guard_decisions_active";
+    const gauge = name === M.tracked || name === M.decisionsActive;
     assert.equal(types.get(name), gauge ? "gauge" : "counter", `TYPE of ${name}`);
   }
   assert.deepEqual(actual, want, "traffic_guard_* metrics at /stats/prometheus");
