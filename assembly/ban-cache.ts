@@ -11,8 +11,8 @@
 import { get_shared_data, set_shared_data, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 
 /** Entries in the cache (a power of two). */
-export const SLOTS: i32 = 256;
-const SHIFT: u64 = 56; // 64 - log2(SLOTS)
+export const SLOTS: i32 = 16384;
+const SHIFT: u64 = 50; // 64 - log2(SLOTS)
 const ENTRY: usize = 24;
 const CACHE = memory.data(<i32>(<usize>SLOTS * ENTRY));
 
