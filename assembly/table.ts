@@ -381,6 +381,29 @@ export class Table {
     }
   }
 
+  /** The CAS of the last readSet. */
+  private readCas: u32 = 0;
+
+  // Reads set `key` for a read-modify-write by adopt and applyBan: its value, or, written under another
+  // rule layout, its conversion in scratch, or an empty set of this layout in scratch when the key is
+  // absent or unreadable; its CAS (FRESH_CAS when absent) in readCas. null when the host failed.
+  private readSet(key: ArrayBuffer): ArrayBuffer | null {
+    let sd = get_shared_data(key);
+    let buf = sd.value;
+    this.readCas = sd.cas;
+    if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
+        this.layout.convert(buf, changetype<usize>(this.scratch))) {
+      return this.scratch; // written under another rule layout: converted, written back with the read's CAS
+    }
+    if (sd.result == WasmResultValues.Ok && this.layout.isOurs(buf)) return buf;
+    if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return null;
+    if (sd.result == WasmResultValues.NotFound) this.readCas = FRESH_CAS;
+    buf = this.scratch;
+    memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
+    this.layout.stamp(changetype<usize>(buf));
+    return buf;
+  }
+
   // Merges a record from another geometry into its set here: into the client's record if it has one
   // (the later ban, the higher strike count, the fewer tokens), else into a slot the record's evidence
   // may take. Returns false when it found no such slot or the write failed.
@@ -391,19 +414,9 @@ export class Table {
     let key = this.keyFor(this.setOf(hi, lo));
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
       this.filledSlot = false;
-      let sd = get_shared_data(key);
-      let buf = sd.value;
-      let cas = sd.cas;
-      if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
-          this.layout.convert(buf, changetype<usize>(this.scratch))) {
-        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
-      } else if (sd.result != WasmResultValues.Ok || !this.layout.isOurs(buf)) {
-        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
-        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
-        buf = this.scratch;
-        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
-        this.layout.stamp(changetype<usize>(buf));
-      }
+      let buf = this.readSet(key);
+      if (buf === null) return false;
+      let cas = this.readCas;
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
       if (r != 0) {
@@ -430,19 +443,9 @@ export class Table {
     if (this.prevSets != 0) this.drain(this.oldKeyFor(this.setIn(hi, lo, this.prevSets)), cfg, now);
     let key = this.keyFor(this.setOf(hi, lo));
     for (let attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
-      let sd = get_shared_data(key);
-      let buf = sd.value;
-      let cas = sd.cas;
-      if (sd.result == WasmResultValues.Ok && buf.byteLength > 0 && !this.layout.isOurs(buf) &&
-          this.layout.convert(buf, changetype<usize>(this.scratch))) {
-        buf = this.scratch; // written under another rule layout: converted, written back with the read's CAS
-      } else if (sd.result != WasmResultValues.Ok || !this.layout.isOurs(buf)) {
-        if (sd.result != WasmResultValues.Ok && sd.result != WasmResultValues.NotFound) return false;
-        if (sd.result == WasmResultValues.NotFound) cas = FRESH_CAS;
-        buf = this.scratch;
-        memory.fill(changetype<usize>(buf), 0, this.layout.valueSize);
-        this.layout.stamp(changetype<usize>(buf));
-      }
+      let buf = this.readSet(key);
+      if (buf === null) return false;
+      let cas = this.readCas;
       let base = changetype<usize>(buf);
       let r = this.find(base, hi, lo);
       if (until == 0) {
