@@ -403,23 +403,7 @@ function parseStatuses(ck: Checker, v: JValue, path: string, cfg: Config): void 
         continue;
       }
     }
-    if (item.isInteger() && item.num >= 100 && item.num <= 599) {
-      match[<i32>item.num] = true;
-      continue;
-    }
-    if (item.kind == JKind.String && item.str.length == 3) {
-      let s = item.str;
-      let d0 = s.charCodeAt(0) - 0x30;
-      if (d0 >= 1 && d0 <= 5 && s.charAt(1) == "x" && s.charAt(2) == "x") {
-        for (let c = d0 * 100; c < d0 * 100 + 100; c++) match[c] = true;
-        continue;
-      }
-      let d1 = s.charCodeAt(1) - 0x30, d2 = s.charCodeAt(2) - 0x30;
-      if (d0 >= 1 && d0 <= 5 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) {
-        match[d0 * 100 + d1 * 10 + d2] = true;
-        continue;
-      }
-    }
+    if (addStatus(item, match)) continue;
     ck.bad(p, expected, item);
   }
   cfg.statusMatch = match;
@@ -706,4 +690,27 @@ export function parseConfig(text: string): ParseResult {
   if (ck.errors.length > 0) res.errors = ck.errors;
   else res.config = cfg;
   return res;
+}
+
+/**
+ * Marks the HTTP statuses one config item names in `match` (indexed by status): a number or a
+ * three-digit string from 100 to 599, or a class such as "3xx". Returns false when the item is neither.
+ */
+export function addStatus(item: JValue, match: StaticArray<bool>): bool {
+  if (item.isInteger() && item.num >= 100 && item.num <= 599) {
+    match[<i32>item.num] = true;
+    return true;
+  }
+  if (item.kind != JKind.String || item.str.length != 3) return false;
+  let s = item.str;
+  let d0 = s.charCodeAt(0) - 0x30;
+  if (d0 < 1 || d0 > 5) return false;
+  if (s.charAt(1) == "x" && s.charAt(2) == "x") {
+    for (let c = d0 * 100; c < d0 * 100 + 100; c++) match[c] = true;
+    return true;
+  }
+  let d1 = s.charCodeAt(1) - 0x30, d2 = s.charCodeAt(2) - 0x30;
+  if (d1 < 0 || d1 > 9 || d2 < 0 || d2 > 9) return false;
+  match[d0 * 100 + d1 * 10 + d2] = true;
+  return true;
 }

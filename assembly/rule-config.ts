@@ -8,7 +8,7 @@
 // Presets are the same rules, written here once; parsing fills CustomRule objects and a matcher Plan.
 
 import { JKind, JValue, parseJson } from "./json";
-import { Checker, Rule, asciiLower, isHeaderName, RULE_NAMES } from "./config";
+import { Checker, Rule, addStatus, asciiLower, isHeaderName, RULE_NAMES } from "./config";
 import { Matcher, HeaderCond, Plan, HDR_PRESENT, HDR_ABSENT, HDR_GLOB, QUERY_ANY, QUERY_PRESENT, QUERY_ABSENT } from "./matchers";
 
 /** Most custom rules (rules.custom plus rules.presets) in one configuration: bit 2i+1 of a u32 is rule i's give. */
@@ -162,23 +162,7 @@ function statusList(ck: Checker, v: JValue, path: string): StaticArray<bool> {
   }
   for (let i = 0; i < v.items.length; i++) {
     let item = v.items[i];
-    if (item.isInteger() && item.num >= 100 && item.num <= 599) {
-      match[<i32>item.num] = true;
-      continue;
-    }
-    if (item.kind == JKind.String && item.str.length == 3) {
-      let s = item.str;
-      let d0 = s.charCodeAt(0) - 0x30;
-      if (d0 >= 1 && d0 <= 5 && s.charAt(1) == "x" && s.charAt(2) == "x") {
-        for (let c = d0 * 100; c < d0 * 100 + 100; c++) match[c] = true;
-        continue;
-      }
-      let d1 = s.charCodeAt(1) - 0x30, d2 = s.charCodeAt(2) - 0x30;
-      if (d0 >= 1 && d0 <= 5 && d1 >= 0 && d1 <= 9 && d2 >= 0 && d2 <= 9) {
-        match[d0 * 100 + d1 * 10 + d2] = true;
-        continue;
-      }
-    }
+    if (addStatus(item, match)) continue;
     ck.bad(path + "[" + i.toString() + "]", "an HTTP status from 100 to 599 (301 or \"301\") or a class like \"3xx\"", item);
   }
   return match;
