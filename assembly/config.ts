@@ -448,7 +448,8 @@ function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
   if (tp !== null) {
     cfg.trustedPeerIds = [];
     cfg.trustedPeerCidrs = [];
-    parsePeers(ck, tp, path + ".trustedPeers", cfg.trustedPeerCidrs, cfg.trustedPeerIds);
+    parsePeers(ck, tp, path + ".trustedPeers", cfg.trustedPeerCidrs, cfg.trustedPeerIds, "an array of SPIFFE ID patterns and CIDRs",
+      "a SPIFFE ID pattern like \"spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account\" or a CIDR like \"10.0.0.0/8\"");
   }
   let mc = v.get("meshCallers");
   if (mc !== null) {
@@ -463,24 +464,24 @@ function parseClientAddress(ck: Checker, v: JValue, cfg: Config): void {
   }
 }
 
-// A list of SPIFFE ID patterns ("spiffe://...") and CIDRs, split into `ids` and `cidrs`.
-function parsePeers(ck: Checker, v: JValue, path: string, cidrs: Cidr[], ids: ArrayBuffer[]): void {
-  const shape = "a SPIFFE ID pattern like \"spiffe://*/ns/istio-system/sa/istio-ingressgateway-service-account\" or a CIDR like \"10.0.0.0/8\"";
+// A list of SPIFFE ID patterns ("spiffe://...") and CIDRs, split into `ids` and `cidrs`; `list` and `item`
+// name the expected shapes in messages.
+function parsePeers(ck: Checker, v: JValue, path: string, cidrs: Cidr[], ids: ArrayBuffer[], list: string, item: string): void {
   if (v.kind != JKind.Array) {
-    ck.bad(path, "an array of SPIFFE ID patterns and CIDRs", v);
+    ck.bad(path, list, v);
     return;
   }
   for (let i = 0; i < v.items.length; i++) {
-    let item = v.items[i];
+    let it = v.items[i];
     let p = path + "[" + i.toString() + "]";
-    if (item.kind == JKind.String && item.str.startsWith("spiffe:")) {
-      let problem = spiffePatternProblem(item.str);
-      if (problem.length == 0) ids.push(String.UTF8.encode(item.str));
-      else ck.errors.push(p + ": expected a SPIFFE ID pattern (spiffe://<trust-domain>/<path>, '*' for one whole segment), got " + item.describe() + ": " + problem);
+    if (it.kind == JKind.String && it.str.startsWith("spiffe:")) {
+      let problem = spiffePatternProblem(it.str);
+      if (problem.length == 0) ids.push(String.UTF8.encode(it.str));
+      else ck.errors.push(p + ": expected a SPIFFE ID pattern (spiffe://<trust-domain>/<path>, '*' for one whole segment), got " + it.describe() + ": " + problem);
       continue;
     }
-    let c: Cidr | null = item.kind == JKind.String ? parseCidr(item.str) : null;
-    if (c === null) ck.bad(p, shape, item);
+    let c: Cidr | null = it.kind == JKind.String ? parseCidr(it.str) : null;
+    if (c === null) ck.bad(p, item, it);
     else cidrs.push(c);
   }
 }
@@ -488,22 +489,7 @@ function parsePeers(ck: Checker, v: JValue, path: string, cidrs: Cidr[], ids: Ar
 // CIDRs; SPIFFE ID patterns ("spiffe://...") go to `ids`.
 function parseCidrs(ck: Checker, v: JValue, path: string, ids: ArrayBuffer[]): Cidr[] {
   let out: Cidr[] = [];
-  if (v.kind != JKind.Array) {
-    ck.bad(path, "an array of CIDRs like \"10.0.0.0/8\"", v);
-    return out;
-  }
-  for (let i = 0; i < v.items.length; i++) {
-    let item = v.items[i];
-    if (item.kind == JKind.String && item.str.startsWith("spiffe:")) {
-      let problem = spiffePatternProblem(item.str);
-      if (problem.length == 0) ids.push(String.UTF8.encode(item.str));
-      else ck.errors.push(path + "[" + i.toString() + "]: expected a SPIFFE ID pattern (spiffe://<trust-domain>/<path>, '*' for one whole segment), got " + item.describe() + ": " + problem);
-      continue;
-    }
-    let c: Cidr | null = item.kind == JKind.String ? parseCidr(item.str) : null;
-    if (c === null) ck.bad(path + "[" + i.toString() + "]", "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\"", item);
-    else out.push(c);
-  }
+  parsePeers(ck, v, path, out, ids, "an array of CIDRs like \"10.0.0.0/8\"", "a CIDR like \"10.0.0.0/8\" or \"fd00::/8\"");
   return out;
 }
 

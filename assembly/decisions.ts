@@ -273,16 +273,28 @@ export class Decisions extends scan.KvSink {
       let res = set_shared_data(this.queueKey, new ArrayBuffer(0), sd.cas);
       if (res == WasmResultValues.CasMismatch) continue;
       if (res != WasmResultValues.Ok) return;
-      let lines = String.UTF8.decode(value).split("\n");
-      for (let i = 0; i < lines.length; i++) {
-        let f = lines[i].split("\t");
-        if (f.length != 5) continue;
+      // Lines of five tab-separated fields (noteBan), split on the bytes: '\n' and '\t' never occur inside a
+      // UTF-8 sequence.
+      let base = changetype<usize>(value);
+      let end = value.byteLength;
+      let start = 0;
+      while (start < end) {
+        let stop = start;
+        let tabs: i32[] = [];
+        for (; stop < end; stop++) {
+          let c = load<u8>(base + <usize>stop);
+          if (c == 0x0a) break;
+          if (c == 0x09) tabs.push(stop);
+        }
+        let line = start;
+        start = stop + 1;
+        if (tabs.length != 4) continue;
         let p = new Pending();
-        p.client = f[0];
-        p.until = U64.parseInt(f[1]);
-        p.strike = I32.parseInt(f[2]);
-        p.reason = f[3];
-        p.created = U64.parseInt(f[4]);
+        p.client = String.UTF8.decodeUnsafe(base + <usize>line, <usize>(tabs[0] - line));
+        p.until = queueNumber(base, tabs[0] + 1, tabs[1]);
+        p.strike = <i32>queueNumber(base, tabs[1] + 1, tabs[2]);
+        p.reason = String.UTF8.decodeUnsafe(base + <usize>(tabs[2] + 1), <usize>(tabs[3] - tabs[2] - 1));
+        p.created = queueNumber(base, tabs[3] + 1, stop);
         if (this.pending.length >= MAX_PENDING) {
           this.pending.shift(); // the oldest ban is the first to have ended
           this.metrics.inc(m.DECISIONS_SYNC_ERRORS);
@@ -747,6 +759,17 @@ function mix(h: u64): u64 {
   h ^= h >> 33; h *= 0xff51afd7ed558ccd;
   h ^= h >> 33; h *= 0xc4ceb9fe1a85ec53;
   return h ^ (h >> 33);
+}
+
+// The decimal number in bytes [s, e) of a queue line (noteBan writes digits only).
+function queueNumber(base: usize, s: i32, e: i32): u64 {
+  let v: u64 = 0;
+  for (let i = s; i < e; i++) {
+    let d = <u32>load<u8>(base + <usize>i) - 0x30;
+    if (d > 9) break;
+    v = v * 10 + <u64>d;
+  }
+  return v;
 }
 
 // Whether s is a non-empty run of decimal digits (how etcd writes int64 fields).

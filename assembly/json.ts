@@ -64,9 +64,10 @@ function formatNumber(n: f64): string {
   if (frac >= 1_000_000) { whole++; frac = 0; }
   let out = (neg ? "-" : "") + whole.toString();
   if (frac > 0) {
-    let f = frac.toString().padStart(6, "0");
-    while (f.endsWith("0")) f = f.substring(0, f.length - 1);
-    out += "." + f;
+    let digits = 6; // frac's decimals, less the trailing zeros dropped below
+    while (frac % 10 == 0) { frac /= 10; digits--; }
+    let f = frac.toString();
+    out += "." + "00000".substring(0, digits - f.length) + f;
   }
   return out;
 }
