@@ -215,15 +215,20 @@ function parseMatcher(ck: Checker, v: JValue, path: string): Matcher {
   return mt;
 }
 
+// Reports the required field `key` of the object at `path` as missing.
+function missing(ck: Checker, path: string, key: string): void {
+  ck.errors.push(path + "." + key + ": required");
+}
+
 // limit: { requests, per } (both required for a custom rule).
 function parseCustomLimit(ck: Checker, v: JValue, path: string, rule: Rule): void {
   if (!ck.object(v, path)) return;
   ck.only(v, path, ["requests", "per"]);
   let r = v.get("requests");
-  if (r === null) ck.errors.push(path + ".requests: required");
+  if (r === null) missing(ck, path, "requests");
   else rule.requests = <u32>ck.int(r, path + ".requests", 1, 1_000_000, 1);
   let per = v.get("per");
-  if (per === null) ck.errors.push(path + ".per: required");
+  if (per === null) missing(ck, path, "per");
   else rule.perMs = ck.duration(per, path + ".per", false, 1000);
   rule.update();
 }
@@ -237,12 +242,12 @@ function parseCustomRule(ck: Checker, v: JValue, path: string, name: string): Cu
   if (name.length > 0) rule.name = name;
   else {
     let n = v.get("name");
-    if (n === null) ck.errors.push(path + ".name: required");
+    if (n === null) missing(ck, path, "name");
     else if (n.kind == JKind.String && isRuleName(n.str)) rule.name = n.str;
     else ck.bad(path + ".name", "a name of lowercase letters, digits and '-' starting with a letter (at most " + MAX_RULE_NAME.toString() + ")", n);
   }
   let take = v.get("take");
-  if (take === null) ck.errors.push(path + ".take: required");
+  if (take === null) missing(ck, path, "take");
   else rule.take = parseMatcher(ck, take, path + ".take");
   let give = v.get("give");
   if (give !== null) rule.give = parseMatcher(ck, give, path + ".give");
@@ -255,7 +260,7 @@ function parseCustomRule(ck: Checker, v: JValue, path: string, name: string): Cu
   if (delay !== null && ck.object(delay, path + ".delay")) {
     ck.only(delay, path + ".delay", ["max"]);
     let max = delay.get("max");
-    if (max === null) ck.errors.push(path + ".delay.max: required");
+    if (max === null) missing(ck, path + ".delay", "max");
     else rule.delayMaxMs = ck.duration(max, path + ".delay.max", false, 1000);
     if (limit === null) ck.errors.push(path + ".delay: requires a limit (the rate requests are spaced to)");
     if (rule.take.response) ck.errors.push(path + ".delay: a rule that takes on responses cannot delay (the request has been sent)");
@@ -266,7 +271,7 @@ function parseCustomRule(ck: Checker, v: JValue, path: string, name: string): Cu
     ck.only(then, p, ["limit", "ban"]);
     let hard = new Rule(1, 1000, 0);
     let tl = then.get("limit");
-    if (tl === null) ck.errors.push(p + ".limit: required");
+    if (tl === null) missing(ck, p, "limit");
     else parseCustomLimit(ck, tl, p + ".limit", hard);
     let tb = then.get("ban");
     if (tb !== null) hard.banMs = ck.duration(tb, p + ".ban", true, 0);
