@@ -83,6 +83,42 @@ export function readHeader(map: i32, name: ArrayBuffer): i32 {
   return finishRead(imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4));
 }
 
+/**
+ * Reads a whole header map (proxy-wasm pairs: a u32 count, count (name length, value length) u32 pairs,
+ * then each name and value followed by a NUL) into the scratch region in one host call; returns its
+ * length (0 when unavailable) and sets valuePtr. findPair looks headers up in it.
+ */
+export function readPairs(map: i32): i32 {
+  store<u64>(OUT, 0);
+  scratchArmed = true;
+  return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
+}
+
+/**
+ * Looks up the first header called `name` (lowercase) in the n pairs bytes at p (readPairs); returns its
+ * value's length (0 when absent) and sets valuePtr. Malformed pairs, which Envoy never sends, read as absent.
+ */
+export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
+  valuePtr = 0;
+  if (n < 4) return 0;
+  let end = p + <usize>n;
+  let count = <usize>load<u32>(p);
+  if (count > (<usize>n - 4) / 8) return 0;
+  let data = p + 4 + count * 8;
+  let want = <usize>name.byteLength;
+  for (let i: usize = 0; i < count; i++) {
+    let nl = <usize>load<u32>(p + 4 + i * 8);
+    let vl = <usize>load<u32>(p + 8 + i * 8);
+    if (nl > end - data || vl + 2 > end - data - nl) return 0;
+    if (nl == want && memory.compare(data, changetype<usize>(name), want) == 0) {
+      valuePtr = vl == 0 ? 0 : data + nl + 1;
+      return <i32>vl;
+    }
+    data += nl + vl + 2;
+  }
+  return 0;
+}
+
 /** Reads a property (path segments separated by NUL) into the scratch region; returns its length and sets valuePtr. */
 export function readProperty(path: ArrayBuffer): i32 {
   store<u64>(OUT, 0);

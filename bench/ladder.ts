@@ -58,7 +58,7 @@ const RUNGS: [string, Step[], string][] = [
   ["four_callbacks_status", ["on_delete", "on_response_headers", "status"], "+ proxy_on_delete, + on_response_headers reading :status"],
   [
     "allow_path_calls",
-    ["on_delete", "on_response_headers", "status", "clock", "source_address", "peer_san", "header_absent", "shared_get_set", "metric"],
+    ["no_context_create", "on_log", "status", "clock", "source_address", "peer_san", "header_absent", "shared_get_set", "metric"],
     "all of traffic-guard's allow-path calls (one client, every rule on)",
   ],
 ];
