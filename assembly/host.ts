@@ -17,8 +17,13 @@ import { WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
 // Out-parameters written by the host: a pointer and a size (u32 each on wasm32).
 const OUT = memory.data(8);
 const TIME = memory.data(8);
+const CAS = memory.data(4);
+const EMPTY = new ArrayBuffer(0);
 
 let scratchArmed: bool = false;
+// readShared's target: the next malloc of exactly its size returns it instead of a new buffer.
+let sharedTarget: usize = 0;
+let sharedTargetSize: usize = 0;
 let scratch: usize = 0;
 let scratchCap: usize = 0;
 
@@ -51,6 +56,11 @@ export function malloc(size: i32): usize {
     }
     return scratch;
   }
+  if (sharedTarget != 0) {
+    let t = sharedTarget;
+    sharedTarget = 0;
+    if (n == sharedTargetSize) return t;
+  }
   hostBytes += n;
   return __pin(__new(n, idof<ArrayBuffer>()));
 }
@@ -81,6 +91,74 @@ export function readHeader(map: i32, name: ArrayBuffer): i32 {
   store<u64>(OUT, 0);
   scratchArmed = true;
   return finishRead(imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4));
+}
+
+/**
+ * Reads a whole header map (proxy-wasm pairs: a u32 count, count (name length, value length) u32 pairs,
+ * then each name and value followed by a NUL) into the scratch region in one host call; returns its
+ * length (0 when unavailable) and sets valuePtr. findPair looks headers up in it.
+ */
+export function readPairs(map: i32): i32 {
+  store<u64>(OUT, 0);
+  scratchArmed = true;
+  return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
+}
+
+/**
+ * Looks up the first header called `name` (lowercase) in the n pairs bytes at p (readPairs); returns its
+ * value's length (0 when absent) and sets valuePtr. Malformed pairs, which Envoy never sends, read as absent.
+ */
+export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
+  valuePtr = 0;
+  if (n < 4) return 0;
+  let end = p + <usize>n;
+  let count = <usize>load<u32>(p);
+  if (count > (<usize>n - 4) / 8) return 0;
+  let data = p + 4 + count * 8;
+  let want = <usize>name.byteLength;
+  for (let i: usize = 0; i < count; i++) {
+    let nl = <usize>load<u32>(p + 4 + i * 8);
+    let vl = <usize>load<u32>(p + 8 + i * 8);
+    if (nl > end - data || vl + 2 > end - data - nl) return 0;
+    if (nl == want && memory.compare(data, changetype<usize>(name), want) == 0) {
+      valuePtr = vl == 0 ? 0 : data + nl + 1;
+      return <i32>vl;
+    }
+    data += nl + vl + 2;
+  }
+  return 0;
+}
+
+/** The result (WasmResultValues) of the last readShared. */
+export let sharedResult: i32 = 0;
+/** The CAS of the last readShared (0 unless the key was found). */
+export let sharedCas: u32 = 0;
+
+/**
+ * Reads shared-data `key` on the request path without allocating: a value of exactly into.byteLength
+ * bytes is copied by the host straight into `into`, which is returned; a value of any other size arrives
+ * in a new managed buffer as with the SDK's get_shared_data. Returns an empty buffer when the key is
+ * absent or the read failed (see sharedResult, sharedCas).
+ */
+export function readShared(key: ArrayBuffer, into: ArrayBuffer): ArrayBuffer {
+  store<u64>(OUT, 0);
+  store<u32>(CAS, 0);
+  sharedTarget = changetype<usize>(into);
+  sharedTargetSize = <usize>into.byteLength;
+  let r = imports.proxy_get_shared_data(changetype<usize>(key), key.byteLength, OUT, OUT + 4, CAS);
+  sharedTarget = 0; // nothing was allocated for an absent or empty value
+  sharedResult = r;
+  let p = <usize>load<u32>(OUT);
+  let size = load<u32>(OUT, 4);
+  if (r != WasmResultValues.Ok || size == 0 || p == 0) {
+    sharedCas = 0;
+    if (p != 0 && p != changetype<usize>(into)) __unpin(p);
+    return EMPTY;
+  }
+  sharedCas = load<u32>(CAS);
+  if (p == changetype<usize>(into)) return into;
+  __unpin(p); // the managed buffer malloc pinned for the host; the caller now holds it
+  return changetype<ArrayBuffer>(p);
 }
 
 /** Reads a property (path segments separated by NUL) into the scratch region; returns its length and sets valuePtr. */

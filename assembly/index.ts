@@ -1,21 +1,23 @@
 // traffic-guard: the entry module. It only wires the pieces together: the root context owns the
-// configuration, the metric ids, the table view and the prebuilt local reply; each HTTP context keeps
-// references to what it needs and the client address it resolved, for the response phase.
+// configuration, the metric ids, the table view and the prebuilt local reply; one reusable stream object
+// handles each request with references to what it needs, and streams.ts keeps what a stream carries from
+// its request phase to its end.
 
-// The SDK's ABI exports that traffic-guard uses, with host.ts's malloc in place of the SDK's (see host.ts).
-// proxy-wasm-cpp-host calls only the callbacks a module exports, and each call into V8 costs Envoy time
-// on every request, so the callbacks this filter has no use for stay unexported: the request and
-// response bodies, request trailers, metadata, gRPC callouts, proxy_on_done (for which cpp-host then
-// assumes "done") and proxy_on_log. proxy_on_delete stays: it releases the stream's context.
+// The exports. proxy-wasm-cpp-host calls only the callbacks a module exports, and each call into V8 costs
+// Envoy time on every request, so a stream costs two: proxy_on_request_headers and proxy_on_log (the
+// response phase and the end of the stream at once, see streams.ts). Stream contexts are not created in
+// the VM (no proxy_on_context_create: cpp-host then leaves in-VM state to the module) and never deleted
+// (no proxy_on_done, proxy_on_delete); bodies, trailers and metadata are read, if at all, in proxy_on_log.
+// The SDK's root-context callbacks stay; the root context is created by the wrappers below.
 export {
-  proxy_abi_version_0_2_0, proxy_on_vm_start, proxy_validate_configuration, proxy_on_configure, proxy_on_tick,
-  proxy_on_foreign_function, proxy_on_queue_ready, proxy_on_context_create, proxy_on_request_headers,
-  proxy_on_response_headers, proxy_on_response_trailers, proxy_on_http_call_response, proxy_on_delete,
+  proxy_abi_version_0_2_0, proxy_on_tick, proxy_on_http_call_response,
 } from "@solo-io/proxy-runtime/assembly/exports";
 export { free } from "@solo-io/proxy-runtime/assembly/malloc";
 export { malloc } from "./host";
+import * as sdk from "@solo-io/proxy-runtime/assembly/exports";
+import { ensureRootContext } from "@solo-io/proxy-runtime/assembly/runtime";
 import {
-  RootContext, Context, registerRootContext, FilterHeadersStatusValues, FilterTrailersStatusValues, log, LogLevelValues,
+  RootContext, registerRootContext, FilterHeadersStatusValues, log, LogLevelValues,
 } from "@solo-io/proxy-runtime/assembly";
 import { get_buffer_bytes, BufferTypeValues } from "@solo-io/proxy-runtime/assembly/runtime";
 import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assembly/imports";
@@ -39,16 +41,17 @@ import { readStatus } from "./matchers";
 import * as delay from "./delay";
 import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
 import { Decisions } from "./decisions";
+import * as streams from "./streams";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
-// reachable from globals (the SDK's context map holds the stream), so a full collection may run as the
+// reachable from globals (the root contexts, the stream object), so a full collection may run as the
 // last step of any stream callback. It runs once the garbage made since the last one may exceed
 // COLLECT_BYTES: the bytes the host copied into managed buffers (shared data reads; host.ts counts them
-// exactly) plus CALLBACK_CHARGE per callback for the module's own small objects (a stream context, its
-// context-map entry). Header and property values never reach the collected heap (host.ts), so what a
-// client sends cannot grow it, and open streams do not postpone collection. Live data is small
-// (config, table view, open streams).
+// exactly) plus CALLBACK_CHARGE per callback for the module's own small objects (the SDK's shared-data
+// results, a ban line). Header and property values never reach the collected heap (host.ts), so what a
+// client sends cannot grow it, and open streams do not postpone collection (streams.ts keeps them in
+// linear memory). Live data is small (config, table view).
 const COLLECT_BYTES: usize = 2 << 20;
 const CALLBACK_CHARGE: usize = 256;
 let charged: usize = 0;
@@ -79,6 +82,43 @@ function pluginIdentity(): string {
   return String.UTF8.decodeUnsafe(valuePtr, <usize>n);
 }
 
+// The configured root contexts of this VM, the newest per plugin identity. A stream does not say which
+// root context it belongs to (no proxy_on_context_create, see the exports): with one plugin in the VM it
+// is that one; with several (two WasmPlugins on one module), each stream reads its plugin name. A
+// pluginConfig change makes Envoy configure a new root context for the same plugin, and its streams,
+// including those of the listener being drained, move to the new configuration; the old root context
+// is retired (Envoy deletes it later, and the module never hears of it).
+const roots: GuardRoot[] = [];
+const rootNames: ArrayBuffer[] = [];
+
+function register(root: GuardRoot, plugin: string): void {
+  let name = String.UTF8.encode(plugin);
+  for (let i = 0, k = roots.length; i < k; i++) {
+    if (sameBytes(unchecked(rootNames[i]), changetype<usize>(name), name.byteLength)) {
+      let old = unchecked(roots[i]);
+      if (old !== root) old.retire();
+      unchecked(roots[i] = root);
+      return;
+    }
+  }
+  roots.push(root);
+  rootNames.push(name);
+}
+
+function sameBytes(a: ArrayBuffer, p: usize, n: i32): bool {
+  return a.byteLength == n && memory.compare(changetype<usize>(a), p, <usize>n) == 0;
+}
+
+// The index in `roots` of the current stream's root context, or -1 when no plugin is configured.
+function streamRoot(): i32 {
+  let k = roots.length;
+  if (k <= 1) return k - 1;
+  let n = readProperty(PLUGIN_NAME);
+  if (n == 0) n = readProperty(PLUGIN_ROOT_ID);
+  for (let i = 0; i < k; i++) if (sameBytes(unchecked(rootNames[i]), valuePtr, n)) return i;
+  return -1;
+}
+
 /** The plugin's root context: one per plugin configuration per VM (Envoy worker). */
 class GuardRoot extends RootContext {
   config: Config | null = null;
@@ -94,10 +134,6 @@ class GuardRoot extends RootContext {
   // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
   private idleTickMs: u32 = TICK_MS;
   private periodicAt: u64 = 0;
-
-  createContext(context_id: u32): Context {
-    return new GuardHttp(context_id, this);
-  }
 
   // Parses the pluginConfig. A rejected config logs one critical line and returns false; the previous
   // configuration (if any) stays in force, and client state in shared data is never touched.
@@ -135,6 +171,7 @@ class GuardRoot extends RootContext {
     }
     log(LogLevelValues.info, "traffic-guard: configured mode=" + (cfg.dryRun ? "dry-run" : "enforce") +
       " capacity=" + cfg.capacity.toString() + " rules=" + cfg.enabledRules());
+    register(this, plugin);
     return true;
   }
 
@@ -153,6 +190,16 @@ class GuardRoot extends RootContext {
     if (d === null) return;
     d.tick();
     settleRoot(d);
+  }
+
+  // A newer root context of the same plugin took over its streams (see register): what only served them
+  // goes. Its tick may still release held requests, which needs only the per-rule counters.
+  retire(): void {
+    this.config = null;
+    this.table = null;
+    this.ranges = null;
+    this.reply = null;
+    this.decisions = null;
   }
 
   onHttpCallResponse(token: u32, headers: u32, body_size: u32, trailers: u32): void {
@@ -185,32 +232,79 @@ function grpcMatches(mask: u32, p: usize, n: i32): bool {
 // onResponseHeaders: the status has not been read yet.
 const NOT_READ: i32 = -2;
 
-/** One HTTP stream. */
-class GuardHttp extends Context {
+/** The stream being handled: one object per VM, reset by each callback (streams.ts keeps what outlives one). */
+class GuardHttp {
+  context_id: u32 = 0;
   private guard: GuardRoot;
-  private cfg: Config | null;
+  private cfg: Config | null = null;
+  private rootIndex: u32 = 0;
   private hi: u64 = 0;
   private lo: u64 = 0;
   private tracked: bool = false;
   private replied: bool = false;
   private wouldDeny: bool = false;
-  private awaitTrailers: bool = false;
   // The client is keyed by its mesh identity: its rules are cfg.meshRules, its ban line names the identity.
   private mesh: bool = false;
   // Matcher bits of custom rules decided by the response (matchers.ts), and whether a delay rule holds the request.
   private pending: u32 = 0;
   private held: bool = false;
 
-  constructor(context_id: u32, root: GuardRoot) {
-    super(context_id, root);
+  constructor(root: GuardRoot) {
     this.guard = root;
-    this.cfg = root.config;
   }
 
-  onRequestHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
+  // Starts a callback of stream `id` of root context `roots[rootIndex]` with a clean state.
+  private begin(id: u32, rootIndex: u32): void {
+    let root = unchecked(roots[rootIndex]);
+    this.context_id = id;
+    this.guard = root;
+    this.cfg = root.config;
+    this.rootIndex = rootIndex;
+    this.hi = 0;
+    this.lo = 0;
+    this.tracked = false;
+    this.replied = false;
+    this.wouldDeny = false;
+    this.mesh = false;
+    this.pending = 0;
+    this.held = false;
+  }
+
+  /** proxy_on_request_headers of stream `id`: decides, and keeps what its end needs (streams.ts). */
+  onRequestHeaders(id: u32, rootIndex: u32): FilterHeadersStatusValues {
+    this.begin(id, rootIndex);
     let action = this.decide();
-    settle();
+    let f: u32 = (this.tracked ? streams.TRACKED : 0) | (this.replied ? streams.REPLIED : 0) |
+      (this.wouldDeny ? streams.WOULD_DENY : 0) | (this.mesh ? streams.MESH : 0) | (this.held ? streams.HELD : 0);
+    // Only a counted stream's response, or a held stream's end, needs its state back.
+    if (this.held || (this.tracked && !this.replied && !this.wouldDeny)) {
+      if (!streams.save(id, f, rootIndex, this.pending, this.hi, this.lo)) this.guard.metrics.inc(m.INTERNAL_ERRORS);
+    }
     return action;
+  }
+
+  /** proxy_on_log of stream `id`: the response phase (status, gRPC status, custom response rules), and the stream's end. */
+  onLog(id: u32): void {
+    if (!streams.take(id) || streams.root >= <u32>roots.length) return;
+    this.begin(id, streams.root);
+    let f = streams.flags;
+    this.tracked = (f & streams.TRACKED) != 0;
+    this.replied = (f & streams.REPLIED) != 0;
+    this.wouldDeny = (f & streams.WOULD_DENY) != 0;
+    this.mesh = (f & streams.MESH) != 0;
+    this.pending = streams.pending;
+    this.hi = streams.hi;
+    this.lo = streams.lo;
+    // A request still held when its stream ends (the client went away): forget it.
+    if ((f & streams.HELD) != 0) delay.remove(id);
+    // The status is read once for the custom rules and the errors rule.
+    let code = NOT_READ;
+    if (this.pending != 0) {
+      let cfg = this.cfg;
+      if (cfg !== null && cfg.custom.plan.needsStatus(this.pending)) code = readStatus();
+      this.customResponse(code);
+    }
+    this.countResponse(code);
   }
 
   private decide(): FilterHeadersStatusValues {
@@ -292,19 +386,6 @@ class GuardHttp extends Context {
     return this.deny(decision, retryAfter);
   }
 
-  onResponseHeaders(headers: u32, end_of_stream: bool): FilterHeadersStatusValues {
-    // The status is read once for the custom rules and the errors rule.
-    let code = NOT_READ;
-    if (this.pending != 0) {
-      let cfg = changetype<Config>(this.cfg);
-      if (cfg.custom.plan.needsStatus(this.pending)) code = readStatus();
-      this.customResponse(code);
-    }
-    this.countResponse(code);
-    settle();
-    return FilterHeadersStatusValues.Continue;
-  }
-
   // Counts an error response against the client's errors bucket when its status matches.
   private countResponse(status: i32): void {
     let cfg = this.cfg;
@@ -316,26 +397,12 @@ class GuardHttp extends Context {
     // response) or in the trailers. Read only when gRPC statuses are configured.
     if (code == 200 && cfg.grpcMatch != 0) {
       let g = readHeader(RESPONSE_HEADERS, GRPC_STATUS);
-      if (g > 0) {
-        if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
-      } else {
-        this.awaitTrailers = true;
-      }
+      if (g == 0) g = readHeader(RESPONSE_TRAILERS, GRPC_STATUS);
+      if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
       return;
     }
     if (code >= 600 || !unchecked(cfg.statusMatch[code])) return;
     this.countError(cfg);
-  }
-
-  onResponseTrailers(trailers: u32): FilterTrailersStatusValues {
-    if (this.awaitTrailers) {
-      this.awaitTrailers = false;
-      let cfg = changetype<Config>(this.cfg);
-      let g = readHeader(RESPONSE_TRAILERS, GRPC_STATUS);
-      if (grpcMatches(cfg.grpcMatch, valuePtr, g)) this.countError(cfg);
-      settle();
-    }
-    return FilterTrailersStatusValues.Continue;
   }
 
   // One error response of the tracked client.
@@ -386,12 +453,6 @@ class GuardHttp extends Context {
     if (table.prevSets != 0 || table.completed) this.migrated(table);
     if (result == FAILED) this.guard.metrics.inc(m.INTERNAL_ERRORS);
     else this.landed(table, cfg, now);
-  }
-
-  onDelete(): void {
-    // A request still held when its stream ends (the client went away): forget it.
-    if (this.held) delay.remove(this.context_id);
-    settle();
   }
 
   // Side effects of draining old sets during a capacity change: the gauge, and one line at the end.
@@ -497,3 +558,45 @@ function meshUpdate(table: Table, cfg: Config, hi: u64, lo: u64, ua: bool, now: 
 }
 
 registerRootContext((context_id: u32): RootContext => new GuardRoot(context_id), "traffic-guard");
+
+// The one stream object of this VM (created with the first configured root context).
+let current: GuardHttp | null = null;
+
+// The root-context callbacks that may come first: they create the root context, since the SDK would do
+// that only in proxy_on_context_create (not exported, see the exports at the top).
+
+/** Envoy starts the VM (first root context only). */
+export function proxy_on_vm_start(root_context_id: u32, configuration_size: u32): u32 {
+  ensureRootContext(root_context_id);
+  return sdk.proxy_on_vm_start(root_context_id, configuration_size);
+}
+
+/** Envoy validates a pluginConfig (not called by Envoy today; kept for hosts that do). */
+export function proxy_validate_configuration(root_context_id: u32, configuration_size: u32): u32 {
+  ensureRootContext(root_context_id);
+  return sdk.proxy_validate_configuration(root_context_id, configuration_size);
+}
+
+/** Envoy configures a root context with its pluginConfig. */
+export function proxy_on_configure(root_context_id: u32, configuration_size: u32): u32 {
+  ensureRootContext(root_context_id);
+  return sdk.proxy_on_configure(root_context_id, configuration_size);
+}
+
+/** A request's headers: the filter's verdict (FilterHeadersStatus). */
+export function proxy_on_request_headers(context_id: u32, headers: u32, end_of_stream: u32): FilterHeadersStatusValues {
+  let r = streamRoot();
+  if (r < 0) return FilterHeadersStatusValues.Continue;
+  if (current === null) current = new GuardHttp(unchecked(roots[r]));
+  let action = changetype<GuardHttp>(current).onRequestHeaders(context_id, <u32>r);
+  settle();
+  return action;
+}
+
+/** A stream has ended (Envoy's access-log phase): its response counts, and a held request is forgotten. */
+export function proxy_on_log(context_id: u32): void {
+  let s = current;
+  if (s === null) return;
+  s.onLog(context_id);
+  settle();
+}

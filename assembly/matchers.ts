@@ -8,7 +8,7 @@
 // 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, readPairs, findPair, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { globMatch, matchesAnyAt } from "./glob";
 
 /** A header condition: the header must be present. */
@@ -160,13 +160,21 @@ export class Plan {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
+    pairsMode = false;
     if (alive == 0) {
       if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, readHeader(REQUEST_HEADERS, USER_AGENT));
       return responseOnly;
     }
+    let reads = (this.methodBits != 0 ? 1 : 0) + (this.pathBits != 0 ? 1 : 0) +
+      (this.uaBits != 0 || builtInUa !== null ? 1 : 0) + this.requestSlots.length;
+    if (reads >= 2) {
+      pairsLen = readPairs(REQUEST_HEADERS);
+      pairsPtr = valuePtr;
+      pairsMode = true;
+    }
     let matchers = this.matchers;
     if ((alive & this.methodBits) != 0) {
-      let n = readHeader(REQUEST_HEADERS, METHOD);
+      let n = requestHeader(METHOD);
       let bits = alive & this.methodBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
@@ -180,7 +188,7 @@ export class Plan {
       }
     }
     if ((alive & this.pathBits) != 0) {
-      let n = readHeader(REQUEST_HEADERS, PATH);
+      let n = requestHeader(PATH);
       let p = valuePtr;
       let len = 0;
       while (len < n && load<u8>(p + <usize>len) != 0x3f) len++;
@@ -196,7 +204,7 @@ export class Plan {
       }
     }
     if ((alive & this.uaBits) != 0 || builtInUa !== null) {
-      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      let n = requestHeader(USER_AGENT);
       if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
       let bits = alive & this.uaBits;
       while (bits != 0) {
@@ -207,6 +215,7 @@ export class Plan {
       }
     }
     alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
+    pairsMode = false;
     return alive | responseOnly;
   }
 
@@ -249,13 +258,26 @@ export function readStatus(): i32 {
   return code;
 }
 
+// Where request headers come from during one matchRequest: one host call per header, or, when the plan
+// needs two or more, the whole map read once (readPairs) and looked up in place. Every value returned by
+// the host costs Envoy a call into the module's malloc, so one read of the map is cheaper than several
+// reads of single headers; looked-up values stay valid for the whole matchRequest.
+let pairsMode = false;
+let pairsPtr: usize = 0;
+let pairsLen: i32 = 0;
+
+// Reads request header `name` (see pairsMode) and sets valuePtr; returns its length.
+function requestHeader(name: ArrayBuffer): i32 {
+  return pairsMode ? findPair(pairsPtr, pairsLen, name) : readHeader(REQUEST_HEADERS, name);
+}
+
 // Reads each slot's header once (skipping slots no alive matcher needs) and clears the bits of the
 // matchers whose condition fails.
 function evalSlots(slots: Slot[], map: i32, alive: u32): u32 {
   for (let s = 0, k = slots.length; s < k; s++) {
     let slot = unchecked(slots[s]);
     if ((alive & slot.any) == 0) continue;
-    let n = readHeader(map, slot.name);
+    let n = map == REQUEST_HEADERS ? requestHeader(slot.name) : readHeader(map, slot.name);
     for (let c = 0, m = slot.bits.length; c < m; c++) {
       let b = unchecked(slot.bits[c]);
       if ((alive & b) == 0) continue;

@@ -39,6 +39,7 @@
 
 import { randomBits, random0, random1 } from "./entropy";
 import { get_shared_data, set_shared_data, WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { readShared, sharedResult, sharedCas } from "./host";
 import * as imports from "@solo-io/proxy-runtime/assembly/imports";
 import { Config } from "./config";
 import * as rec from "./record";
@@ -134,6 +135,8 @@ export class Table {
   private scratch: ArrayBuffer = new ArrayBuffer(0);
   // drain() converts an old set here, while adopt() uses `scratch`.
   private drainScratch: ArrayBuffer = new ArrayBuffer(0);
+  // update() reads a set of this layout here (host.ts readShared), so the request path allocates nothing.
+  private readBuf: ArrayBuffer = new ArrayBuffer(0);
   /** The record layout of this configuration (layout.ts): record size, custom buckets, conversion. */
   layout: Layout = changetype<Layout>(0);
 
@@ -165,6 +168,7 @@ export class Table {
     this.layout = new Layout(cfg !== null ? cfg : new Config(), pluginPrefix(plugin));
     this.scratch = new ArrayBuffer(this.layout.valueSize);
     this.drainScratch = new ArrayBuffer(this.layout.valueSize);
+    this.readBuf = new ArrayBuffer(this.layout.valueSize);
     this.sets = (capacity + <u32>rec.WAYS - 1) / <u32>rec.WAYS;
     this.wanted = this.sets;
     this.plugin = plugin;
@@ -496,11 +500,9 @@ export class Table {
       this.filledSlot = false;
       this.refused = false;
       this.banRule = -1;
-      // get_shared_data returns one global object, which followMigration's read overwrites.
-      let sd = get_shared_data(key);
-      let result = sd.result;
-      let cas = sd.cas;
-      let buf = sd.value;
+      let buf = readShared(key, this.readBuf);
+      let result = sharedResult;
+      let cas = sharedCas;
       if ((result == WasmResultValues.NotFound || (result == WasmResultValues.Ok && buf.byteLength == 0)) &&
           this.followMigration()) {
         key = this.keyFor(this.setOf(hi, lo)); // another worker moved the table: use the new geometry

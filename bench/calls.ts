@@ -19,6 +19,7 @@ import { writeFileSync } from "node:fs";
 import { Host } from "../tests/emulator/emulator.ts";
 import { allowPathConfig, blockPathConfig, customRulesConfig } from "../dev/envoy-topologies.ts";
 import { buildAtRevision, ensureFilterBuilt } from "../dev/wasm-build.ts";
+import { BENCH_USER_AGENT } from "./lib.ts";
 
 /** Parsed command-line options. */
 interface Options {
@@ -53,7 +54,7 @@ type PathName = (typeof PATHS)[number];
 type Counts = Record<string, number>;
 
 const CLIENT = "203.0.113.7";
-const UA = "curl/8.5.0";
+const UA = BENCH_USER_AGENT;
 
 function countsOf(h: Host): Map<string, number> {
   const vm = h.vm(0);

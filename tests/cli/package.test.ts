@@ -115,7 +115,7 @@ describe("traffic-guard package with bad input", () => {
       // The smallest valid module: header only, no exports at all.
       await writeFile(join(dir, "empty.wasm"), Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
       return join(dir, "empty.wasm");
-    }, /^error: .*empty\.wasm is not a proxy-wasm module: missing exports proxy_abi_version_\*, memory, malloc, proxy_on_context_create, proxy_on_vm_start, proxy_on_configure\n$/],
+    }, /^error: .*empty\.wasm is not a proxy-wasm module: missing exports proxy_abi_version_\*, memory, malloc, proxy_on_vm_start, proxy_on_configure\n$/],
     ["a truncated module", async (dir) => {
       await writeFile(join(dir, "cut.wasm"), readFileSync(WASM).subarray(0, 200));
       return join(dir, "cut.wasm");

@@ -118,7 +118,6 @@ test("missingExports names each required export a module lacks or exports with t
   const exports = [
     { name: "memory", kind: "function" },
     { name: "malloc", kind: "function" },
-    { name: "proxy_on_context_create", kind: "function" },
     { name: "proxy_on_vm_start", kind: "function" },
   ];
   assert.deepEqual(missingExports(exports), ["memory", "proxy_on_configure"]);

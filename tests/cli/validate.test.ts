@@ -147,7 +147,7 @@ describe("traffic-guard validate with bad input", () => {
     await writeFile(join(dir, "empty.wasm"), Uint8Array.from([0, 0x61, 0x73, 0x6d, 1, 0, 0, 0]));
     const r = await runCli(["validate", join(FIXTURES, "valid", fixtureNames("valid")[0]), "--wasm", join(dir, "empty.wasm")]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /^error: .*empty\.wasm is not a proxy-wasm module: missing exports proxy_abi_version_\*, memory, malloc, proxy_on_context_create, proxy_on_vm_start, proxy_on_configure\n$/);
+    assert.match(r.stderr, /^error: .*empty\.wasm is not a proxy-wasm module: missing exports proxy_abi_version_\*, memory, malloc, proxy_on_vm_start, proxy_on_configure\n$/);
   });
 
   test("a missing argument is a usage error with exit 2, and --help exits 0", async () => {

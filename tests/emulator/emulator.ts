@@ -683,7 +683,7 @@ export class HttpStream {
 
   /**
    * Delivers the upstream response (when the request reached it) through proxy_on_response_headers,
-   * and `trailers`, when given, through proxy_on_response_trailers, then ends the stream (proxy_on_done, proxy_on_log, proxy_on_delete). With a local reply the
+   * and `trailers`, when given, through proxy_on_response_trailers, then ends the stream (proxy_on_log, proxy_on_done, proxy_on_delete). With a local reply the
    * upstream was never reached: `status` is ignored and the stream just ends.
    */
   respond(status: number | Bytes = 200, headers: Record<string, Bytes> = {}, trailers?: Record<string, Bytes>): this {
@@ -720,8 +720,10 @@ export class HttpStream {
   finish(): this {
     if (this.finished) return this;
     this.phase = "done";
-    this.vm.call("proxy_on_done", this, this.contextId);
+    // Envoy's order (ConnectionManagerImpl::doDeferredStreamDestroy): the access-log phase (proxy_on_log),
+    // then the filter's destruction (proxy_on_done, proxy_on_delete).
     this.vm.call("proxy_on_log", this, this.contextId);
+    this.vm.call("proxy_on_done", this, this.contextId);
     this.vm.call("proxy_on_delete", this, this.contextId);
     this.finished = true;
     this.vm.streams.delete(this.contextId);
@@ -802,8 +804,9 @@ export class Vm {
     }
     if (typeof this.exports._initialize === "function") this.call("_initialize", undefined);
     else if (typeof this.exports._start === "function") this.call("_start", undefined);
-    // Envoy/cpp-host ContextBase::onStart: create the root context, then on_vm_start.
-    this.call("proxy_on_context_create", undefined, this.rootContextId, 0);
+    // Envoy/cpp-host ContextBase::onStart: create the root context (when the module exports
+    // proxy_on_context_create; otherwise the module keeps its own state), then on_vm_start.
+    if (typeof this.exports.proxy_on_context_create === "function") this.call("proxy_on_context_create", undefined, this.rootContextId, 0);
     this.vmConfigAvailable = true;
     try {
       const ok = this.call("proxy_on_vm_start", undefined, this.rootContextId, host.vmConfig.length);
@@ -845,7 +848,7 @@ export class Vm {
     const id = this.nextContextId++;
     const s = new HttpStream(this, id, opts);
     this.streams.set(id, s);
-    this.call("proxy_on_context_create", s, id, this.rootContextId);
+    if (typeof this.exports.proxy_on_context_create === "function") this.call("proxy_on_context_create", s, id, this.rootContextId);
     s.requestAction = this.call("proxy_on_request_headers", s, id, s.requestHeaders.length, 1);
     if (!(s.requestAction >= 0 && s.requestAction <= 4)) {
       this.host.violations.push(`proxy_on_request_headers returned invalid FilterHeadersStatus ${s.requestAction}`);

@@ -13,14 +13,14 @@ test("a missing .wasm fails with a message that says to run npm run build", () =
   assert.throws(() => loadModule("/nonexistent/traffic-guard.wasm"), /npm run build/);
 });
 
-test("the module exports the proxy-wasm 0.2.0 ABI marker, malloc and memory, and imports only env.proxy_* functions and the WASI clock", () => {
+test("the module exports the proxy-wasm 0.2.0 ABI marker, malloc, memory and two stream callbacks, and imports only env.proxy_* functions and the WASI clock", () => {
   const mod = loadModule();
   const exports = WebAssembly.Module.exports(mod).map((e) => e.name);
-  for (const name of ["proxy_abi_version_0_2_0", "malloc", "memory", "proxy_on_context_create", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_request_headers", "proxy_on_response_headers", "proxy_on_response_trailers", "proxy_on_delete"]) {
+  for (const name of ["proxy_abi_version_0_2_0", "malloc", "memory", "proxy_on_vm_start", "proxy_on_configure", "proxy_on_tick", "proxy_on_http_call_response", "proxy_on_request_headers", "proxy_on_log"]) {
     assert.ok(exports.includes(name), `module must export ${name}`);
   }
-  // Envoy calls every exported callback on every request; these would only cost time.
-  for (const name of ["proxy_on_done", "proxy_on_log", "proxy_on_request_body", "proxy_on_response_body", "proxy_on_request_trailers"]) {
+  // Envoy calls every exported stream callback on every request; these would only cost time.
+  for (const name of ["proxy_on_context_create", "proxy_on_response_headers", "proxy_on_response_trailers", "proxy_on_done", "proxy_on_delete", "proxy_on_request_body", "proxy_on_response_body", "proxy_on_request_trailers"]) {
     assert.ok(!exports.includes(name), `module must not export ${name}`);
   }
   const imports = WebAssembly.Module.imports(mod);

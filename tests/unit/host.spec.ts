@@ -2,7 +2,7 @@
 // through the module's malloc into one reused scratch region, missing values have length 0, the clock,
 // and that neither header size nor request count grows the memory.
 
-import { readHeader, readProperty, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
+import { readHeader, readProperty, findPair, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
 import * as mock from "./mock";
 
 function text(n: i32): string { return String.UTF8.decodeUnsafe(valuePtr, <usize>n); }
@@ -119,5 +119,57 @@ describe("memory", () => {
     }
     expect(total).toBe(20000 * (60000 + 16));
     expect(memory.size() - before).toBe(0, "pages grown (64 KiB each)");
+  });
+});
+
+// Builds proxy-wasm pairs bytes: a u32 count, the (name length, value length) pairs, then each name and
+// value followed by a NUL.
+function pairs(kv: string[]): ArrayBuffer {
+  let count = kv.length / 2;
+  let size = 4 + count * 8;
+  for (let i = 0; i < kv.length; i++) size += String.UTF8.byteLength(kv[i]) + 1;
+  let buf = new ArrayBuffer(size);
+  let p = changetype<usize>(buf);
+  store<u32>(p, count);
+  let data = p + 4 + <usize>count * 8;
+  for (let i = 0; i < count; i++) {
+    let name = String.UTF8.encode(kv[2 * i]);
+    let value = String.UTF8.encode(kv[2 * i + 1]);
+    store<u32>(p + 4 + <usize>i * 8, name.byteLength);
+    store<u32>(p + 8 + <usize>i * 8, value.byteLength);
+    memory.copy(data, changetype<usize>(name), name.byteLength);
+    data += name.byteLength + 1;
+    memory.copy(data, changetype<usize>(value), value.byteLength);
+    data += value.byteLength + 1;
+  }
+  return buf;
+}
+
+describe("findPair", () => {
+  it("finds a header in a pairs block, and the first of two with one name, as a single read would", () => {
+    let b = pairs([":method", "GET", ":path", "/a?b", "cookie", "a=1", "cookie", "b=2"]);
+    let p = changetype<usize>(b);
+    expect(text(findPair(p, b.byteLength, bytes(":path")))).toBe("/a?b");
+    expect(text(findPair(p, b.byteLength, bytes("cookie")))).toBe("a=1");
+    expect(text(findPair(p, b.byteLength, bytes(":method")))).toBe("GET");
+  });
+
+  it("reads an absent header, an empty value and a name that is only a prefix as length 0", () => {
+    let b = pairs(["x-empty", "", "user-agent", "curl"]);
+    let p = changetype<usize>(b);
+    expect(findPair(p, b.byteLength, bytes("cookie"))).toBe(0);
+    expect(findPair(p, b.byteLength, bytes("x-empty"))).toBe(0);
+    expect(findPair(p, b.byteLength, bytes("user"))).toBe(0);
+  });
+
+  it("reads every header as absent from a truncated or lying block instead of reading past it", () => {
+    let b = pairs(["user-agent", "curl/8", "accept", "*/*"]);
+    let p = changetype<usize>(b);
+    for (let n = 0; n < b.byteLength; n++) expect(findPair(p, n, bytes("accept"))).toBe(0, "truncated to " + n.toString());
+    store<u32>(p, 0x7fffffff); // a count the block cannot hold
+    expect(findPair(p, b.byteLength, bytes("user-agent"))).toBe(0);
+    store<u32>(p, 2);
+    store<u32>(p + 8, 0xfffffff0); // a value length past the end
+    expect(findPair(p, b.byteLength, bytes("user-agent"))).toBe(0);
   });
 });

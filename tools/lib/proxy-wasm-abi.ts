@@ -63,18 +63,22 @@ export type MetricTypeName = "counter" | "gauge" | "histogram";
 /** Metric type names, index = the ABI number (see MetricType). */
 export const METRIC_TYPE_NAMES: readonly MetricTypeName[] = ["counter", "gauge", "histogram"];
 
-/** The exports Envoy's proxy-wasm host (ABI 0.2.x) needs from any filter; without them Envoy rejects the module. */
+/**
+ * The exports a filter needs to run in Envoy's proxy-wasm host (ABI 0.2.x): cpp-host fails a module
+ * without malloc, and a filter without proxy_on_vm_start and proxy_on_configure never sees its
+ * configuration. proxy_on_context_create is optional: without it cpp-host creates no in-VM context and
+ * leaves that state to the module (src/context.cc).
+ */
 export const REQUIRED_PROXY_WASM_EXPORTS = [
   "memory",
   "malloc",
-  "proxy_on_context_create",
   "proxy_on_vm_start",
   "proxy_on_configure",
 ] as const;
 
 /**
  * The export an HTTP filter needs for Envoy to run a request through it. Every other stream callback
- * (response headers, bodies, trailers, proxy_on_done, proxy_on_log, proxy_on_delete) is optional:
+ * (context creation, response headers, bodies, trailers, proxy_on_done, proxy_on_log, proxy_on_delete) is optional:
  * cpp-host calls only the callbacks a module exports, and for a missing one acts as if it had returned
  * its default (see STREAM_CALLBACK_DEFAULTS).
  */

@@ -152,7 +152,8 @@ export async function configureFilter(
     // Modules built as WASI reactors or commands run their initialisation through these exports instead.
     if (typeof exports._initialize === "function") call("_initialize");
     else if (typeof exports._start === "function") call("_start");
-    call("proxy_on_context_create", 1, 0);
+    // cpp-host creates the root context in the VM only when the module exports proxy_on_context_create.
+    if (typeof exports.proxy_on_context_create === "function") call("proxy_on_context_create", 1, 0);
     if (call("proxy_on_vm_start", 1, 0) === 0) {
       outcome.problems = ["the filter refused to start its VM (proxy_on_vm_start returned false)"];
       return outcome;
