@@ -364,8 +364,8 @@ function parseLimit(ck: Checker, v: JValue, path: string, rule: Rule): void {
   rule.update();
 }
 
-function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, extra: string[]): void {
-  let known = ["enabled", "limit", "ban", "applyToMesh", "meshLimit"].concat(extra);
+// `known`: the rule's fields, the common ones first.
+function parseRule(ck: Checker, v: JValue, path: string, rule: Rule, known: string[]): void {
   ck.only(v, path, known);
   let e = v.get("enabled");
   if (e !== null) rule.enabled = ck.bool(e, path + ".enabled", true);
@@ -619,13 +619,13 @@ export function parseConfig(text: string): ParseResult {
 
   let rules = root.get("rules");
   if (rules !== null && ck.object(rules, "rules")) {
-    ck.only(rules, "rules", RULE_NAMES.concat(["custom", "presets"]));
+    ck.only(rules, "rules", ["rate", "userAgent", "errors", "custom", "presets"]); // RULE_NAMES, then the custom ones
     parseCustomRules(ck, rules.get("presets"), rules.get("custom"), cfg.custom);
     let rate = rules.get("rate");
-    if (rate !== null && ck.object(rate, "rules.rate")) parseRule(ck, rate, "rules.rate", cfg.rules[RULE_RATE], []);
+    if (rate !== null && ck.object(rate, "rules.rate")) parseRule(ck, rate, "rules.rate", cfg.rules[RULE_RATE], ["enabled", "limit", "ban", "applyToMesh", "meshLimit"]);
     let ua = rules.get("userAgent");
     if (ua !== null && ck.object(ua, "rules.userAgent")) {
-      parseRule(ck, ua, "rules.userAgent", cfg.rules[RULE_UA], ["match"]);
+      parseRule(ck, ua, "rules.userAgent", cfg.rules[RULE_UA], ["enabled", "limit", "ban", "applyToMesh", "meshLimit", "match"]);
       let m = ua.get("match");
       if (m !== null) {
         if (m.kind != JKind.Array) ck.bad("rules.userAgent.match", "an array of globs like \"curl/*\"", m);
@@ -641,7 +641,7 @@ export function parseConfig(text: string): ParseResult {
     }
     let errs = rules.get("errors");
     if (errs !== null && ck.object(errs, "rules.errors")) {
-      parseRule(ck, errs, "rules.errors", cfg.rules[RULE_ERRORS], ["statuses"]);
+      parseRule(ck, errs, "rules.errors", cfg.rules[RULE_ERRORS], ["enabled", "limit", "ban", "applyToMesh", "meshLimit", "statuses"]);
       let st = errs.get("statuses");
       if (st !== null) parseStatuses(ck, st, "rules.errors.statuses", cfg);
     }

@@ -398,6 +398,13 @@ export class Decisions extends scan.KvSink {
     return this.call(CALL_TXN, 1, body, now);
   }
 
+  // Drops the first n pending bans (those the last txn carried).
+  private dropPending(n: i32): void {
+    let rest: Pending[] = [];
+    for (let i = n; i < this.pending.length; i++) rest.push(this.pending[i]);
+    this.pending = rest;
+  }
+
   private startFull(now: u64): void {
     this.gen++;
     this.fullRevision = 0;
@@ -494,7 +501,7 @@ export class Decisions extends scan.KvSink {
           this.leases.clear(); // a lease has gone (expired, or a store that lost its data): granted again
         } else {
           // The store refuses these puts (permission, size): they are dropped, not retried forever.
-          this.pending = this.pending.slice(this.inflightCount);
+          this.dropPending(this.inflightCount);
         }
       }
       this.failed(now, "HTTP " + status.toString() + " from the store");
@@ -524,7 +531,7 @@ export class Decisions extends scan.KvSink {
     if (s === null || s.kind != JKind.Bool || !s.bool) { this.leases.clear(); this.failed(clockMs(), "txn not applied"); return false; }
     let n = this.inflightCount;
     for (let i = 0; i < n; i++) this.metrics.inc(m.DECISIONS_PUBLISHED);
-    this.pending = this.pending.slice(n);
+    this.dropPending(n);
     return true;
   }
 
@@ -740,8 +747,11 @@ export class Decisions extends scan.KvSink {
   // Counts the decisions in force again (bans end on their own).
   private recount(now: u64): void {
     let n = 0;
-    let vals = this.known.values();
-    for (let i = 0; i < vals.length; i++) if (!vals[i].own && vals[i].applied > now) n++;
+    let keys = this.known.keys();
+    for (let i = 0; i < keys.length; i++) {
+      let e = this.known.get(keys[i]);
+      if (!e.own && e.applied > now) n++;
+    }
     this.active = n;
     this.metrics.setActive(n);
   }
