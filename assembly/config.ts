@@ -181,6 +181,14 @@ function isPlainText(s: string, max: i32): bool {
   return true;
 }
 
+// A duration from min to max ms (`expected` says so); `fallback` (in range) when it is not one.
+function boundedDuration(ck: Checker, v: JValue, path: string, min: u64, max: u64, expected: string, fallback: u64): u64 {
+  let ms = ck.duration(v, path, false, fallback);
+  if (ms >= min && ms <= max) return ms;
+  ck.bad(path, expected, v);
+  return fallback;
+}
+
 // decisions: { cluster (required), authority, prefix, interval, timeout, publish }.
 function parseDecisions(ck: Checker, v: JValue, cfg: Config): void {
   const path = "decisions";
@@ -203,21 +211,9 @@ function parseDecisions(ck: Checker, v: JValue, cfg: Config): void {
     else ck.bad(path + ".prefix", "a key prefix ending in \"/\" like \"traffic-guard/default/\" (at most 256 printable characters, no spaces)", p);
   }
   let iv = v.get("interval");
-  if (iv !== null) {
-    d.intervalMs = ck.duration(iv, path + ".interval", false, d.intervalMs);
-    if (d.intervalMs < 100 || d.intervalMs > 60_000) {
-      ck.bad(path + ".interval", "a duration from \"100ms\" to \"60s\"", iv);
-      d.intervalMs = 1000;
-    }
-  }
+  if (iv !== null) d.intervalMs = boundedDuration(ck, iv, path + ".interval", 100, 60_000, "a duration from \"100ms\" to \"60s\"", d.intervalMs);
   let t = v.get("timeout");
-  if (t !== null) {
-    d.timeoutMs = ck.duration(t, path + ".timeout", false, d.timeoutMs);
-    if (d.timeoutMs < 10 || d.timeoutMs > 30_000) {
-      ck.bad(path + ".timeout", "a duration from \"10ms\" to \"30s\"", t);
-      d.timeoutMs = 500;
-    }
-  }
+  if (t !== null) d.timeoutMs = boundedDuration(ck, t, path + ".timeout", 10, 30_000, "a duration from \"10ms\" to \"30s\"", d.timeoutMs);
   let pb = v.get("publish");
   if (pb !== null) d.publish = ck.bool(pb, path + ".publish", true);
   cfg.decisions = d;
@@ -350,6 +346,11 @@ export function asciiLower(s: string): string {
   return out;
 }
 
+/** The path of item i of the array at `path`: path[i]. */
+export function at(path: string, i: i32): string {
+  return path + "[" + i.toString() + "]";
+}
+
 function join(path: string, key: string): string {
   return path.length == 0 ? key : path + "." + key;
 }
@@ -395,7 +396,7 @@ function parseStatuses(ck: Checker, v: JValue, path: string, cfg: Config): void 
   let grpc: u32 = 0;
   for (let i = 0; i < v.items.length; i++) {
     let item = v.items[i];
-    let p = path + "[" + i.toString() + "]";
+    let p = at(path, i);
     if (item.kind == JKind.String && item.str.startsWith("grpc:")) {
       let code = grpcCode(item.str.substring(5));
       if (code >= 0) {
@@ -473,7 +474,7 @@ function parsePeers(ck: Checker, v: JValue, path: string, cidrs: Cidr[], ids: Ar
   }
   for (let i = 0; i < v.items.length; i++) {
     let it = v.items[i];
-    let p = path + "[" + i.toString() + "]";
+    let p = at(path, i);
     if (it.kind == JKind.String && it.str.startsWith("spiffe:")) {
       let problem = spiffePatternProblem(it.str);
       if (problem.length == 0) ids.push(String.UTF8.encode(it.str));
@@ -613,7 +614,7 @@ export function parseConfig(text: string): ParseResult {
     else for (let i = 0; i < skip.items.length; i++) {
       let item = skip.items[i];
       if (item.kind == JKind.String && item.str.startsWith("/")) cfg.skipPaths.push(String.UTF8.encode(item.str));
-      else ck.bad("skipPaths[" + i.toString() + "]", "a path prefix starting with \"/\"", item);
+      else ck.bad(at("skipPaths", i), "a path prefix starting with \"/\"", item);
     }
   }
 
@@ -634,7 +635,7 @@ export function parseConfig(text: string): ParseResult {
           for (let i = 0; i < m.items.length; i++) {
             let item = m.items[i];
             if (item.kind == JKind.String && item.str.length <= 256) cfg.uaPatterns.push(String.UTF8.encode(asciiLower(item.str)));
-            else ck.bad("rules.userAgent.match[" + i.toString() + "]", "a glob of at most 256 characters", item);
+            else ck.bad(at("rules.userAgent.match", i), "a glob of at most 256 characters", item);
           }
         }
       }

@@ -8,7 +8,7 @@
 // Presets are the same rules, written here once; parsing fills CustomRule objects and a matcher Plan.
 
 import { JKind, JValue, parseJson } from "./json";
-import { Checker, Rule, addStatus, asciiLower, isHeaderName, RULE_NAMES } from "./config";
+import { Checker, Rule, addStatus, asciiLower, at, isHeaderName, RULE_NAMES } from "./config";
 import { Matcher, HeaderCond, Plan, HDR_PRESENT, HDR_ABSENT, HDR_GLOB, QUERY_ANY, QUERY_PRESENT, QUERY_ABSENT } from "./matchers";
 
 /** Most custom rules (rules.custom plus rules.presets) in one configuration: bit 2i+1 of a u32 is rule i's give. */
@@ -115,7 +115,7 @@ function globList(ck: Checker, v: JValue, path: string, list: string, item: stri
     let ok = it.kind == JKind.String && it.str.length > 0 && it.str.length <= MAX_GLOB && noControl(it.str);
     if (ok && pathLike) ok = it.str.charAt(0) == "/" || it.str.charAt(0) == "*";
     if (ok) out.push(String.UTF8.encode(asciiLower(it.str)));
-    else ck.bad(path + "[" + i.toString() + "]", item + " of 1 to " + MAX_GLOB.toString() + " characters", it);
+    else ck.bad(at(path, i), item + " of 1 to " + MAX_GLOB.toString() + " characters", it);
   }
 }
 
@@ -163,7 +163,7 @@ function statusList(ck: Checker, v: JValue, path: string): StaticArray<bool> {
   for (let i = 0; i < v.items.length; i++) {
     let item = v.items[i];
     if (addStatus(item, match)) continue;
-    ck.bad(path + "[" + i.toString() + "]", "an HTTP status from 100 to 599 (301 or \"301\") or a class like \"3xx\"", item);
+    ck.bad(at(path, i), "an HTTP status from 100 to 599 (301 or \"301\") or a class like \"3xx\"", item);
   }
   return match;
 }
@@ -184,7 +184,7 @@ function parseMatcher(ck: Checker, v: JValue, path: string): Matcher {
       else for (let i = 0; i < me.items.length; i++) {
         let item = me.items[i];
         if (item.kind == JKind.String && isMethod(item.str)) mt.methods.push(String.UTF8.encode(item.str));
-        else ck.bad(p + ".method[" + i.toString() + "]", "an uppercase HTTP method like \"GET\"", item);
+        else ck.bad(at(p + ".method", i), "an uppercase HTTP method like \"GET\"", item);
       }
     }
     let pa = rq.get("path");
@@ -291,7 +291,7 @@ export function parseCustomRules(ck: Checker, presets: JValue | null, custom: JV
     if (presets.kind != JKind.Array) ck.bad("rules.presets", "an array of preset names (" + PRESET_NAMES.join(", ") + ")", presets);
     else for (let i = 0; i < presets.items.length; i++) {
       let item = presets.items[i];
-      let p = "rules.presets[" + i.toString() + "]";
+      let p = at("rules.presets", i);
       let k = item.kind == JKind.String ? PRESET_NAMES.indexOf(item.str) : -1;
       if (k < 0) {
         ck.bad(p, "one of " + PRESET_NAMES.join(", "), item);
@@ -308,7 +308,7 @@ export function parseCustomRules(ck: Checker, presets: JValue | null, custom: JV
   if (custom !== null) {
     if (custom.kind != JKind.Array) ck.bad("rules.custom", "an array of rules like {\"name\": ..., \"take\": ..., \"limit\": ...}", custom);
     else for (let i = 0; i < custom.items.length; i++) {
-      let p = "rules.custom[" + i.toString() + "]";
+      let p = at("rules.custom", i);
       let r = parseCustomRule(ck, custom.items[i], p, "");
       if (r.name.length == 0) continue;
       if (names.includes(r.name)) ck.errors.push(p + ".name: duplicate rule name \"" + r.name + "\"");
