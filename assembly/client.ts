@@ -22,9 +22,9 @@
 //    reports it with port 0; the TCP peer is then unknown to the filter, so every such caller shares one
 //    key (HIDDEN_PEER in identity.ts) and no header it sends can move it.
 
-import { Config, Source, MeshCallers } from "./config";
+import { Config, Source, MeshCallers, RULE_UA } from "./config";
 import { parseAddress, parsedHi, parsedLo, isV4, maskHi, maskLo, V4_MARK, anyContains } from "./address";
-import { readHeader, readProperty, valuePtr, bytes, REQUEST_HEADERS } from "./host";
+import { requestHeader, readProperty, valuePtr, bytes } from "./host";
 import {
   readPeerIdentity, idLen, idOversized, ID_BUF, anySpiffeMatch, identityKey, keyHi, keyLo,
   HIDDEN_PEER_HI, HIDDEN_PEER_LO, OVERSIZED_ID_HI, OVERSIZED_ID_LO,
@@ -175,13 +175,13 @@ export function resolveClient(cfg: Config): i32 {
   let present = false;
   let src = cfg.source;
   if (src == Source.Header) {
-    let v = readHeader(REQUEST_HEADERS, cfg.headerName);
+    let v = requestHeader(cfg.headerName);
     present = v > 0;
     ok = parseValue(v);
     if (!ok) status = FELL_BACK;
   } else if (src == Source.Auto || src == Source.Xff) {
     if (src == Source.Auto) {
-      let ext = readHeader(REQUEST_HEADERS, EXTERNAL);
+      let ext = requestHeader(EXTERNAL);
       if (ext > 0) {
         present = true;
         ok = parseValue(ext);
@@ -189,7 +189,7 @@ export function resolveClient(cfg: Config): i32 {
       }
     }
     if (!ok) {
-      let xff = readHeader(REQUEST_HEADERS, XFF);
+      let xff = requestHeader(XFF);
       if (xff > 0) {
         present = true;
         ok = parseXff(valuePtr, xff, cfg.trustedHops);
@@ -230,4 +230,17 @@ export function aggregate(hi: u64, lo: u64, prefixV4: i32, prefixV6: i32): void 
     clientHi = hi & maskHi(prefixV6);
     clientLo = lo & maskLo(prefixV6);
   }
+}
+
+/**
+ * How many request headers a request may read under `cfg` (skipPaths, the client-address source, the
+ * userAgent rule, the custom rules' matchers): from two on, the filter reads the header map whole
+ * (host.ts beginRequest).
+ */
+export function requestHeaderReads(cfg: Config): i32 {
+  let n = cfg.skipPaths.length > 0 ? 1 : 0;
+  if (cfg.source == Source.Auto) n += 2;
+  else if (cfg.source == Source.Xff || cfg.source == Source.Header) n += 1;
+  if (cfg.rules[RULE_UA].enabled || cfg.meshRules[RULE_UA].enabled) n += 1;
+  return n + cfg.custom.plan.requestReads();
 }

@@ -26,6 +26,11 @@ let sharedTarget: usize = 0;
 let sharedTargetSize: usize = 0;
 let scratch: usize = 0;
 let scratchCap: usize = 0;
+// readPairs' region: a second scratch block, so that a request's header map stays readable while other
+// values (properties, single headers) pass through `scratch`.
+let pairsArmed: bool = false;
+let pairsRegion: usize = 0;
+let pairsCap: usize = 0;
 
 /** Bytes the host has copied into managed buffers since the counter was last reset. */
 export let hostBytes: usize = 0;
@@ -49,12 +54,18 @@ export function malloc(size: i32): usize {
   if (scratchArmed) {
     scratchArmed = false;
     if (n > scratchCap) {
-      // heap.* is the runtime's raw allocator: the collector never sees or frees this block.
-      let cap: usize = n < 1024 ? <usize>1024 : (n + <usize>4095) & ~(<usize>4095);
-      scratch = scratch == 0 ? heap.alloc(cap) : heap.realloc(scratch, cap);
-      scratchCap = cap;
+      scratch = grow(scratch, n);
+      scratchCap = grown;
     }
     return scratch;
+  }
+  if (pairsArmed) {
+    pairsArmed = false;
+    if (n > pairsCap) {
+      pairsRegion = grow(pairsRegion, n);
+      pairsCap = grown;
+    }
+    return pairsRegion;
   }
   if (sharedTarget != 0) {
     let t = sharedTarget;
@@ -65,11 +76,21 @@ export function malloc(size: i32): usize {
   return __pin(__new(n, idof<ArrayBuffer>()));
 }
 
+let grown: usize = 0;
+
+// Grows an unmanaged block to hold n bytes (its new capacity in `grown`). heap.* is the runtime's raw
+// allocator: the collector never sees or frees these blocks.
+function grow(block: usize, n: usize): usize {
+  grown = n < 1024 ? <usize>1024 : (n + <usize>4095) & ~(<usize>4095);
+  return block == 0 ? heap.alloc(grown) : heap.realloc(block, grown);
+}
+
 /** Pointer to the bytes of the value read last by readHeader/readProperty (valid until the next read). */
 export let valuePtr: usize = 0;
 
 function finishRead(r: WasmResultValues): i32 {
   scratchArmed = false; // the host allocates nothing for an absent or empty value
+  pairsArmed = false;
   let size = load<u32>(OUT, 4);
   if (r != WasmResultValues.Ok || size == 0) {
     valuePtr = 0;
@@ -95,13 +116,45 @@ export function readHeader(map: i32, name: ArrayBuffer): i32 {
 
 /**
  * Reads a whole header map (proxy-wasm pairs: a u32 count, count (name length, value length) u32 pairs,
- * then each name and value followed by a NUL) into the scratch region in one host call; returns its
- * length (0 when unavailable) and sets valuePtr. findPair looks headers up in it.
+ * then each name and value followed by a NUL) in one host call into its own region, which the next
+ * readPairs reuses; returns its length (0 when unavailable) and sets valuePtr. findPair looks headers up in it.
  */
 export function readPairs(map: i32): i32 {
   store<u64>(OUT, 0);
-  scratchArmed = true;
+  pairsArmed = true;
   return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
+}
+
+// The current request's headers (beginRequest, requestHeader).
+let wholeMap = false;
+let mapRead = false;
+let mapPtr: usize = 0;
+let mapLen: i32 = 0;
+
+/**
+ * Starts a request's header reads: with `whole` (the configuration may read two or more request headers),
+ * the first requestHeader reads the whole map in one host call and every later one looks up in it; else
+ * each requestHeader is one host call. Every value the host returns costs Envoy a call into the module's
+ * malloc, so one map read is cheaper than two or more present headers read one by one.
+ */
+export function beginRequest(whole: bool): void {
+  wholeMap = whole;
+  mapRead = false;
+}
+
+/**
+ * Reads request header `name` (lowercase) of the current request (beginRequest); returns its length (0
+ * when absent) and sets valuePtr, valid until the next single read, or for the whole request when the map
+ * was read whole.
+ */
+export function requestHeader(name: ArrayBuffer): i32 {
+  if (!wholeMap) return readHeader(REQUEST_HEADERS, name);
+  if (!mapRead) {
+    mapRead = true;
+    mapLen = readPairs(REQUEST_HEADERS);
+    mapPtr = valuePtr;
+  }
+  return findPair(mapPtr, mapLen, name);
 }
 
 /**

@@ -24,9 +24,9 @@ import { proxy_set_tick_period_milliseconds } from "@solo-io/proxy-runtime/assem
 import { Config, Rule, parseConfig, RULE_ERRORS, RULE_UA, RULE_NAMES } from "./config";
 import { anyContains, formatAddress, isV4 } from "./address";
 import * as client from "./client";
-import { resolveClient, clientHi, clientLo, UNRESOLVED, FELL_BACK, EXEMPT } from "./client";
+import { resolveClient, requestHeaderReads, clientHi, clientLo, UNRESOLVED, FELL_BACK, EXEMPT } from "./client";
 import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN_PEER_LO } from "./identity";
-import { readHeader, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, REQUEST_HEADERS, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
+import { readHeader, requestHeader, beginRequest, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
 import { matchesAnyAt } from "./glob";
@@ -130,6 +130,8 @@ class GuardRoot extends RootContext {
   ruleMetrics: m.RuleMetrics = new m.RuleMetrics();
   /** The shared-decisions sync (null without a `decisions` block). */
   decisions: Decisions | null = null;
+  /** Requests may read two or more headers: read the header map whole (host.ts beginRequest). */
+  wholeHeaders: bool = false;
   private defined: bool = false;
   // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
   private idleTickMs: u32 = TICK_MS;
@@ -151,6 +153,7 @@ class GuardRoot extends RootContext {
     }
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
+    this.wholeHeaders = requestHeaderReads(cfg) >= 2;
     let plugin = pluginIdentity();
     let table = new Table(cfg.capacity, plugin, cfg);
     this.table = table;
@@ -312,9 +315,10 @@ class GuardHttp {
     if (cfg === null) return FilterHeadersStatusValues.Continue;
     let metrics = this.guard.metrics;
     metrics.inc(m.REQUESTS);
+    beginRequest(this.guard.wholeHeaders);
 
     if (cfg.skipPaths.length > 0) {
-      let n = readHeader(REQUEST_HEADERS, PATH);
+      let n = requestHeader(PATH);
       for (let i = 0, k = cfg.skipPaths.length; i < k; i++) {
         if (pathUnder(valuePtr, n, unchecked(cfg.skipPaths[i]))) return FilterHeadersStatusValues.Continue;
       }
@@ -367,7 +371,7 @@ class GuardHttp {
       this.pending = bits & plan.responseBits;
       bits &= ~plan.responseBits;
     } else if (ruleSet[RULE_UA].enabled) {
-      let n = readHeader(REQUEST_HEADERS, USER_AGENT);
+      let n = requestHeader(USER_AGENT);
       ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
     }
     custom.setBits(bits);

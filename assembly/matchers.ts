@@ -3,12 +3,12 @@
 // A rule has a `take` matcher and optionally a `give` matcher; each has a request part, a response part
 // or both. Everything inside one matcher must match (AND); a list inside it means any of its items (OR).
 // At configure time a Plan gathers every matcher of the configuration and the header names they read, so
-// that per request each header is read once (host.ts readHeader writes into one scratch block, so a value
-// must be used before the next read): each read updates a bitmask of the matchers still matching, bit
-// 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
+// that per request each header is read once (host.ts requestHeader: a value read on its own lives in one
+// scratch block, so it must be used before the next read): each read updates a bitmask of the matchers
+// still matching, bit 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, readPairs, findPair, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, requestHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { globMatch, matchesAnyAt } from "./glob";
 
 /** A header condition: the header must be present. */
@@ -147,6 +147,12 @@ export class Plan {
     return this.requestSlots.length;
   }
 
+  /** Request headers the matchers may read: the method, the path, the User-Agent and every named header. */
+  requestReads(): i32 {
+    if (this.requestBits == 0) return 0;
+    return (this.methodBits != 0 ? 1 : 0) + (this.pathBits != 0 ? 1 : 0) + (this.uaBits != 0 ? 1 : 0) + this.requestSlots.length;
+  }
+
   /** Whether the User-Agent matched the built-in userAgent rule's patterns (matchRequest's `builtInUa`). */
   builtInUa: bool = false;
 
@@ -160,17 +166,12 @@ export class Plan {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
-    pairsMode = false;
     if (alive == 0) {
-      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, readHeader(REQUEST_HEADERS, USER_AGENT));
+      if (builtInUa !== null) {
+        let n = requestHeader(USER_AGENT); // sets valuePtr, so it is read first
+        this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
+      }
       return responseOnly;
-    }
-    let reads = (this.methodBits != 0 ? 1 : 0) + (this.pathBits != 0 ? 1 : 0) +
-      (this.uaBits != 0 || builtInUa !== null ? 1 : 0) + this.requestSlots.length;
-    if (reads >= 2) {
-      pairsLen = readPairs(REQUEST_HEADERS);
-      pairsPtr = valuePtr;
-      pairsMode = true;
     }
     let matchers = this.matchers;
     if ((alive & this.methodBits) != 0) {
@@ -215,7 +216,6 @@ export class Plan {
       }
     }
     alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
-    pairsMode = false;
     return alive | responseOnly;
   }
 
@@ -256,19 +256,6 @@ export function readStatus(): i32 {
     code = code * 10 + d;
   }
   return code;
-}
-
-// Where request headers come from during one matchRequest: one host call per header, or, when the plan
-// needs two or more, the whole map read once (readPairs) and looked up in place. Every value returned by
-// the host costs Envoy a call into the module's malloc, so one read of the map is cheaper than several
-// reads of single headers; looked-up values stay valid for the whole matchRequest.
-let pairsMode = false;
-let pairsPtr: usize = 0;
-let pairsLen: i32 = 0;
-
-// Reads request header `name` (see pairsMode) and sets valuePtr; returns its length.
-function requestHeader(name: ArrayBuffer): i32 {
-  return pairsMode ? findPair(pairsPtr, pairsLen, name) : readHeader(REQUEST_HEADERS, name);
 }
 
 // Reads each slot's header once (skipping slots no alive matcher needs) and clears the bits of the

@@ -262,3 +262,21 @@ test("an error response counted by the errors rule does not apply the request's 
   assert.equal(h.metrics.get(rm("posts", "denied")), 1);
   assertHostClean(h);
 });
+
+test("beside custom rules that only look at responses, the built-in userAgent rule still reads the request's own User-Agent", async () => {
+  const h = await start({
+    clientAddress: { source: "peer" },
+    rules: {
+      rate: { enabled: false },
+      errors: { enabled: false },
+      userAgent: { match: ["curl/*"], limit: { requests: 2, per: "1m" }, ban: "10m" },
+      custom: [{ name: "redirects", take: { response: { status: ["3xx"] } }, limit: { requests: 50, per: "1m" }, ban: "5m" }],
+    },
+  });
+  const curl = { peer: "203.0.113.44:4000", headers: { "user-agent": "curl/8.5.0" } };
+  assertPassed(h.vm(0).send(curl));
+  assertPassed(h.vm(0).send(curl));
+  assertDenied(h.vm(0).send(curl), 403, "the third curl request is over the userAgent limit");
+  assert.equal(bans(h)[0]?.rule, "userAgent");
+  assertHostClean(h);
+});

@@ -135,6 +135,11 @@ function createMockHost() {
       if (v === undefined) return R.NotFound;
       return abi.copyOut(guest, v, ptrPtr, sizePtr);
     },
+    proxy_get_header_map_pairs(map, ptrPtr, sizePtr) {
+      const m = state.headers[map];
+      if (!m) return R.BadArgument;
+      return abi.copyOut(guest, abi.serializePairs([...m.entries()]), ptrPtr, sizePtr);
+    },
     proxy_get_property(pp, pl, ptrPtr, sizePtr) {
       const v = state.properties.get(keyOf(bytesAt(pp, pl)));
       if (v === undefined) return R.NotFound;

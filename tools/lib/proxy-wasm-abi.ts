@@ -434,3 +434,49 @@ export function wasiRandomGet(guest: GuestMemory, ptr: number, len: number, fill
   fill(new Uint8Array(memory, ptr, len));
   return WasiErrno.Success;
 }
+
+/** Serializes pairs the proxy-wasm way: u32 count, (u32 keylen, u32 valuelen)*, key\0value\0... */
+export function serializePairs(pairs: readonly (readonly [string | Uint8Array, string | Uint8Array])[]): Uint8Array {
+  const bytes = (v: string | Uint8Array) => (typeof v === "string" ? new TextEncoder().encode(v) : v);
+  const enc = pairs.map(([k, v]) => [bytes(k), bytes(v)] as const);
+  let size = 4 + 8 * enc.length;
+  for (const [k, v] of enc) size += k.length + 1 + v.length + 1;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, enc.length, true);
+  let p = 4;
+  for (const [k, v] of enc) {
+    dv.setUint32(p, k.length, true);
+    dv.setUint32(p + 4, v.length, true);
+    p += 8;
+  }
+  for (const [k, v] of enc) {
+    out.set(k, p);
+    p += k.length + 1;
+    out.set(v, p);
+    p += v.length + 1;
+  }
+  return out;
+}
+
+/** Parses serialized pairs; throws on a malformed buffer (the host answers BadArgument). */
+export function parsePairs(buf: Uint8Array): [string, Uint8Array][] {
+  if (buf.length === 0) return [];
+  if (buf.length < 4) throw new Error("pairs buffer shorter than its count");
+  const dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const n = dv.getUint32(0, true);
+  if (4 + 8 * n > buf.length) throw new Error(`pairs buffer too short for ${n} pairs`);
+  const sizes: [number, number][] = [];
+  for (let i = 0; i < n; i++) sizes.push([dv.getUint32(4 + 8 * i, true), dv.getUint32(8 + 8 * i, true)]);
+  let p = 4 + 8 * n;
+  const out: [string, Uint8Array][] = [];
+  for (const [kl, vl] of sizes) {
+    if (p + kl + 1 + vl + 1 > buf.length) throw new Error("pairs buffer truncated");
+    const k = new TextDecoder().decode(buf.subarray(p, p + kl));
+    p += kl + 1;
+    const v = buf.slice(p, p + vl);
+    p += vl + 1;
+    out.push([k, v]);
+  }
+  return out;
+}
