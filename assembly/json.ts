@@ -203,14 +203,9 @@ class Reader {
         this.pos++;
         if (this.pos >= this.s.length) { this.fail("an escape character"); return null; }
         let e = this.s.charCodeAt(this.pos);
-        if (e == 0x22) out += "\"";
-        else if (e == 0x5c) out += "\\";
-        else if (e == 0x2f) out += "/";
-        else if (e == 0x62) out += "\b";
-        else if (e == 0x66) out += "\f";
-        else if (e == 0x6e) out += "\n";
-        else if (e == 0x72) out += "\r";
-        else if (e == 0x74) out += "\t";
+        // \" \\ \/ stand for themselves; \b \f \n \r \t for their control characters.
+        let plain = e == 0x22 || e == 0x5c || e == 0x2f ? e : e == 0x62 ? 0x08 : e == 0x66 ? 0x0c : e == 0x6e ? 0x0a : e == 0x72 ? 0x0d : e == 0x74 ? 0x09 : -1;
+        if (plain >= 0) out += String.fromCharCode(plain);
         else if (e == 0x75) {
           let code: i32 = 0;
           for (let k = 1; k <= 4; k++) {
