@@ -97,6 +97,16 @@ describe("JSON numbers", () => {
     expect(ok("1e-999999").num).toBe(0);
   });
 
+  it("describes numbers with up to six decimals, trailing zeros dropped and leading ones kept", () => {
+    expect(ok("1.25").describe()).toBe("1.25");
+    expect(ok("-0.5").describe()).toBe("-0.5");
+    expect(ok("0.00005").describe()).toBe("0.00005");
+    expect(ok("3.000001").describe()).toBe("3.000001");
+    expect(ok("2.0000004").describe()).toBe("2");
+    expect(ok("0.9999996").describe()).toBe("1");
+    expect(ok("42").describe()).toBe("42");
+  });
+
   it("treats numbers at or above 2^53 as not integers", () => {
     expect(ok("9007199254740992").isInteger()).toBe(false);
   });
