@@ -77,3 +77,90 @@ export function matchesAnyAt(patterns: ArrayBuffer[], s0: usize, n: i32): bool {
   }
   return false;
 }
+
+/**
+ * A list of lowercased glob patterns compiled once for matching one subject against all of them: the
+ * shapes nearly every pattern has ("lit", "lit*", "*lit", "*lit*") are sorted by shape, and the "*lit*"
+ * ones are all searched in one pass over the subject (a bitmap of their first bytes says where one may
+ * start), instead of one pass per pattern. Anything else goes through globMatch. Nothing allocates.
+ */
+export class GlobSet {
+  private all: bool = false;
+  private exact: ArrayBuffer[] = [];
+  private prefix: ArrayBuffer[] = [];
+  private suffix: ArrayBuffer[] = [];
+  private infix: ArrayBuffer[] = [];
+  private other: ArrayBuffer[] = [];
+  private firsts: StaticArray<u32> = new StaticArray<u32>(8);
+  /** Number of patterns. */
+  size: i32;
+
+  constructor(patterns: ArrayBuffer[]) {
+    this.size = patterns.length;
+    for (let i = 0; i < patterns.length; i++) {
+      let pat = patterns[i];
+      let p = changetype<usize>(pat);
+      let pn = <usize>pat.byteLength;
+      let lead: usize = pn > 0 && load<u8>(p) == 0x2a ? 1 : 0;
+      let end: usize = pn > lead && load<u8>(p + pn - 1) == 0x2a ? pn - 1 : pn;
+      let literal = true;
+      for (let k = lead; k < end; k++) {
+        let c = load<u8>(p + k);
+        if (c == 0x2a || c == 0x3f) { literal = false; break; }
+      }
+      if (!literal) { this.other.push(pat); continue; }
+      let lit = pat.slice(<i32>lead, <i32>end);
+      let trail = end < pn;
+      if (lead == 0 && !trail) this.exact.push(lit);
+      else if (lead == 0) this.prefix.push(lit);
+      else if (!trail) this.suffix.push(lit);
+      else if (lit.byteLength == 0) this.all = true; // "*" or "**"
+      else {
+        this.infix.push(lit);
+        let b = <u32>load<u8>(changetype<usize>(lit));
+        unchecked(this.firsts[b >> 5] |= (<u32>1) << (b & 31));
+      }
+    }
+  }
+
+  /** Whether the n subject bytes at s match any pattern (ASCII case-insensitively). */
+  matches(s: usize, n: i32): bool {
+    if (this.all) return true;
+    let sn = <usize>n;
+    for (let i = 0, k = this.exact.length; i < k; i++) {
+      let lit = unchecked(this.exact[i]);
+      if (<usize>lit.byteLength == sn && equalFold(s, changetype<usize>(lit), sn)) return true;
+    }
+    for (let i = 0, k = this.prefix.length; i < k; i++) {
+      let lit = unchecked(this.prefix[i]);
+      let ln = <usize>lit.byteLength;
+      if (ln <= sn && equalFold(s, changetype<usize>(lit), ln)) return true;
+    }
+    for (let i = 0, k = this.suffix.length; i < k; i++) {
+      let lit = unchecked(this.suffix[i]);
+      let ln = <usize>lit.byteLength;
+      if (ln <= sn && equalFold(s + sn - ln, changetype<usize>(lit), ln)) return true;
+    }
+    let infix = this.infix;
+    let count = infix.length;
+    if (count > 0) {
+      let firsts = this.firsts;
+      for (let at: usize = 0; at < sn; at++) {
+        let c = fold(<u32>load<u8>(s + at));
+        if ((unchecked(firsts[c >> 5]) & ((<u32>1) << (c & 31))) == 0) continue;
+        let left = sn - at;
+        for (let i = 0; i < count; i++) {
+          let lit = unchecked(infix[i]);
+          let p = changetype<usize>(lit);
+          let ln = <usize>lit.byteLength;
+          if (ln <= left && <u32>load<u8>(p) == c && equalFold(s + at + 1, p + 1, ln - 1)) return true;
+        }
+      }
+    }
+    for (let i = 0, k = this.other.length; i < k; i++) {
+      let pat = unchecked(this.other[i]);
+      if (globMatch(changetype<usize>(pat), <usize>pat.byteLength, s, sn)) return true;
+    }
+    return false;
+  }
+}

@@ -29,7 +29,7 @@ import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN
 import { readHeader, requestHeader, beginRequest, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
-import { matchesAnyAt } from "./glob";
+import { GlobSet } from "./glob";
 import { Table, FAILED, pluginPrefix } from "./table";
 import { cachedBanUntil, rememberBan, startBanCache, checkLifts } from "./ban-cache";
 import { Ranges } from "./ranges";
@@ -132,6 +132,8 @@ class GuardRoot extends RootContext {
   decisions: Decisions | null = null;
   /** Requests may read two or more headers: read the header map whole (host.ts beginRequest). */
   wholeHeaders: bool = false;
+  /** The userAgent rule's patterns, compiled. */
+  uaSet: GlobSet = new GlobSet([]);
   private defined: bool = false;
   // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
   private idleTickMs: u32 = TICK_MS;
@@ -154,6 +156,7 @@ class GuardRoot extends RootContext {
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
     this.wholeHeaders = requestHeaderReads(cfg) >= 2;
+    this.uaSet = new GlobSet(cfg.uaPatterns);
     let plugin = pluginIdentity();
     let table = new Table(cfg.capacity, plugin, cfg);
     this.table = table;
@@ -366,13 +369,13 @@ class GuardHttp {
     if (cfg.custom.rules.length > 0) {
       // The custom rules' matchers, reading the User-Agent once for them and the built-in rule.
       let plan = cfg.custom.plan;
-      bits = plan.matchRequest(ruleSet[RULE_UA].enabled ? cfg.uaPatterns : null);
+      bits = plan.matchRequest(ruleSet[RULE_UA].enabled ? this.guard.uaSet : null);
       ua = plan.builtInUa;
       this.pending = bits & plan.responseBits;
       bits &= ~plan.responseBits;
     } else if (ruleSet[RULE_UA].enabled) {
       let n = requestHeader(USER_AGENT);
-      ua = matchesAnyAt(cfg.uaPatterns, valuePtr, n);
+      ua = this.guard.uaSet.matches(valuePtr, n);
     }
     custom.setBits(bits);
     let table = changetype<Table>(this.guard.table);

@@ -9,7 +9,7 @@
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
 import { readHeader, requestHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
-import { globMatch, matchesAnyAt } from "./glob";
+import { globMatch, GlobSet } from "./glob";
 
 /** A header condition: the header must be present. */
 export const HDR_PRESENT: i32 = 0;
@@ -94,6 +94,8 @@ function equalBytes(p: usize, n: i32, b: ArrayBuffer): bool {
   return memory.compare(p, changetype<usize>(b), <usize>n) == 0;
 }
 
+const NO_GLOBS = new GlobSet([]);
+
 /** Every matcher of one configuration, arranged so that each header is read at most once per phase. */
 export class Plan {
   /** Matchers by bit (2i take, 2i+1 give); null where a rule has no give. */
@@ -111,12 +113,21 @@ export class Plan {
   statusBits: u32 = 0;
   private requestSlots: Slot[] = [];
   private responseSlots: Slot[] = [];
+  // Each matcher's path and User-Agent globs, compiled (by bit; empty sets where it has none).
+  private pathSets: GlobSet[] = [];
+  private uaSets: GlobSet[] = [];
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
-    while (this.matchers.length <= bit) this.matchers.push(null);
+    while (this.matchers.length <= bit) {
+      this.matchers.push(null);
+      this.pathSets.push(NO_GLOBS);
+      this.uaSets.push(NO_GLOBS);
+    }
     this.matchers[bit] = mt;
     if (mt === null) return;
+    this.pathSets[bit] = new GlobSet(mt.paths);
+    this.uaSets[bit] = new GlobSet(mt.userAgents);
     let b = (<u32>1) << <u32>bit;
     this.allBits |= b;
     if (mt.request) this.requestBits |= b;
@@ -162,14 +173,14 @@ export class Plan {
    * built-in userAgent rule's patterns: the User-Agent is read once for both, and the result is left in
    * `this.builtInUa`.
    */
-  matchRequest(builtInUa: ArrayBuffer[] | null): u32 {
+  matchRequest(builtInUa: GlobSet | null): u32 {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
     if (alive == 0) {
       if (builtInUa !== null) {
         let n = requestHeader(USER_AGENT); // sets valuePtr, so it is read first
-        this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
+        this.builtInUa = builtInUa.matches(valuePtr, n);
       }
       return responseOnly;
     }
@@ -200,19 +211,19 @@ export class Plan {
         bits &= bits - 1;
         let mt = changetype<Matcher>(unchecked(matchers[i]));
         let ok = mt.query == QUERY_ANY || (mt.query == QUERY_PRESENT) == hasQuery;
-        if (ok && mt.paths.length > 0) ok = matchesAnyAt(mt.paths, p, len);
+        if (ok && mt.paths.length > 0) ok = unchecked(this.pathSets[i]).matches(p, len);
         if (!ok) alive &= ~((<u32>1) << <u32>i);
       }
     }
     if ((alive & this.uaBits) != 0 || builtInUa !== null) {
       let n = requestHeader(USER_AGENT);
-      if (builtInUa !== null) this.builtInUa = matchesAnyAt(builtInUa, valuePtr, n);
+      if (builtInUa !== null) this.builtInUa = builtInUa.matches(valuePtr, n);
       let bits = alive & this.uaBits;
       while (bits != 0) {
         let i = <i32>ctz(bits);
         bits &= bits - 1;
         let mt = changetype<Matcher>(unchecked(matchers[i]));
-        if (!matchesAnyAt(mt.userAgents, valuePtr, n)) alive &= ~((<u32>1) << <u32>i);
+        if (!unchecked(this.uaSets[i]).matches(valuePtr, n)) alive &= ~((<u32>1) << <u32>i);
       }
     }
     alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);

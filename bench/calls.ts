@@ -79,7 +79,8 @@ async function measurePath(wasm: string, path: PathName, o: Options): Promise<Co
   let n = 0;
   const one = () => {
     const i = n++ % o.clients;
-    const xff = `198.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    // As the benchmark's Envoy delivers it: wrk's address, then the TCP peer Envoy appends (use_remote_address).
+    const xff = `198.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}, 127.0.0.1`;
     const s = h.vm(0).request({ peer: `${rotating ? "127.0.0.1" : CLIENT}:40000`, headers: rotating ? { "user-agent": UA, "x-forwarded-for": xff } : { "user-agent": UA } });
     const blocked = s.localReply !== undefined;
     if (path.startsWith("block") ? !blocked && n > 1 : blocked) throw new Error(`${path}: request ${n} was ${blocked ? "denied" : "let through"}; the configuration is not measuring what it claims`);

@@ -1,7 +1,7 @@
 // User-Agent globbing (assembly/glob.ts): '*' any run of bytes, '?' one byte, anchored at both ends,
 // ASCII case-insensitive on the subject (patterns are lowercased at configure time).
 
-import { globMatch, matchesAny } from "../../assembly/glob";
+import { globMatch, matchesAny, GlobSet } from "../../assembly/glob";
 import { asciiLower } from "../../assembly/config";
 import * as mock from "./mock";
 
@@ -108,5 +108,41 @@ describe("matchesAny", () => {
 
   it("is false for an empty pattern list", () => {
     expect(matchesAny([], String.UTF8.encode("curl/8"))).toBe(false);
+  });
+});
+
+// Patterns of every shape, and subjects around them: a GlobSet of one pattern must agree with globMatch.
+const PATTERNS: string[] = ["", "*", "**", "curl/*", "*sqlmap*", "*.bak", "/admin", "a*b", "?ysql*", "*n*", "*x*y*", "*é*"];
+const SUBJECTS: string[] = ["", "curl/8.5.0", "CURL/8", "xcurl/8", "Mozilla/5.0 SQLMap/1.7", "sqlmap", "/db.BAK", "/admin",
+  "/ADMIN", "/admin/x", "ab", "a-b", "mysql-client", "n", "Nope", "xy", "yx", "café", "caf"];
+
+describe("GlobSet", () => {
+  it("agrees with globMatch for each pattern on its own", () => {
+    for (let i = 0; i < PATTERNS.length; i++) {
+      let pat = String.UTF8.encode(asciiLower(PATTERNS[i]));
+      let set = new GlobSet([pat]);
+      for (let j = 0; j < SUBJECTS.length; j++) {
+        let subj = String.UTF8.encode(SUBJECTS[j]);
+        let want = globMatch(changetype<usize>(pat), pat.byteLength, changetype<usize>(subj), subj.byteLength);
+        expect(set.matches(changetype<usize>(subj), subj.byteLength)).toBe(want, PATTERNS[i] + " vs " + SUBJECTS[j]);
+      }
+    }
+  });
+
+  it("matches a subject when any of its patterns does, with the infix patterns searched in one pass", () => {
+    let pats: ArrayBuffer[] = [];
+    let names = ["*sqlmap*", "*nikto*", "*nmap*", "*masscan*", "*zgrab*", "*nuclei*", "go-http-client/*"];
+    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
+    let set = new GlobSet(pats);
+    let hit = ["Mozilla/5.0 (compatible; Nmap Scripting Engine)", "nuclei - open-source", "Go-http-client/1.1", "x ZGRAB/0.x", "nmap", "masscan"];
+    let miss = ["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", "nma", "go-http-clien"];
+    for (let i = 0; i < hit.length; i++) {
+      let s = String.UTF8.encode(hit[i]);
+      expect(set.matches(changetype<usize>(s), s.byteLength)).toBe(true, hit[i]);
+    }
+    for (let i = 0; i < miss.length; i++) {
+      let s = String.UTF8.encode(miss[i]);
+      expect(set.matches(changetype<usize>(s), s.byteLength)).toBe(false, miss[i]);
+    }
   });
 });
