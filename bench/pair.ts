@@ -1,12 +1,13 @@
 /**
  * `npm run bench:pair -- <config A> <config B>`: the difference between two `npm run bench`
  * configurations (dev/envoy-topologies.ts BENCH_CONFIGS), measured as precisely as this machine allows:
- * the two single-worker Envoys run side by side and wrk measures them in strict alternation, A B B A A B
- * ..., so that both see the same drift in the machine's load; each round's difference of Envoy CPU time
- * per request is one sample, and the median of the samples, with their interquartile range, is the
- * result. Not part of npm test.
+ * two single-worker Envoys run side by side and wrk measures them in strict alternation, A B B A A B ...,
+ * so that both see the same drift in the machine's load; each round's difference of Envoy CPU time per
+ * request is one sample. Which of two Envoys was started first can itself shift its figures by about a
+ * microsecond here, so half of the rounds run on a second pair started in the other order. The median of
+ * the samples, with their interquartile range, is the result. Not part of npm test.
  *
- * Options: --rounds <n> (12), --duration <s> (3), --connections <n> (16), --clients <n> (rotate that
+ * Options: --rounds <n> (16, an even number), --duration <s> (3), --connections <n> (16), --clients <n> (rotate that
  * many addresses through X-Forwarded-For, traffic-guard source "xff"; default: one client, source "peer").
  */
 import { ensureFilterBuilt, compileModule, assembleWat } from "../dev/wasm-build.ts";
@@ -25,7 +26,7 @@ interface Options {
 
 function parseArgs(argv: string[]): Options {
   const names: string[] = [];
-  const o = { rounds: 12, duration: 3, connections: 16 } as Partial<Options> & { rounds: number; duration: number; connections: number };
+  const o = { rounds: 16, duration: 3, connections: 16 } as Partial<Options> & { rounds: number; duration: number; connections: number };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (!flag.startsWith("--")) {
@@ -64,38 +65,40 @@ async function main(): Promise<void> {
     floorWasm: await assembleWat("bench/floor/floor.wat", "floor.wasm"),
     source: (o.clients ? "xff" : "peer") as "xff" | "peer",
   };
-  const envoys = new Map<BenchConfig, RunningEnvoy>();
-  try {
-    for (const c of [o.a, o.b]) {
-      const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [benchListener(c, inputs)] } });
-      boostPriority(e.child.pid!);
-      envoys.set(c, e);
+  const a: number[] = [];
+  const b: number[] = [];
+  for (const first of [o.a, o.b]) {
+    const envoys = new Map<BenchConfig, RunningEnvoy>();
+    try {
+      for (const c of first === o.a ? [o.a, o.b] : [o.b, o.a]) {
+        const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [benchListener(c, inputs)] } });
+        boostPriority(e.child.pid!);
+        envoys.set(c, e);
+      }
+      const run = async (c: BenchConfig, seconds: number) => {
+        const e = envoys.get(c)!;
+        const r = await wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, o.connections, o.clients);
+        if (r.non2xx !== 0 && !c.endsWith("-block")) throw new Error(`${c}: ${r.non2xx} responses were not 2xx/3xx`);
+        return r.cpuUs;
+      };
+      for (const c of [o.a, o.b]) await run(c, 2); // warm-up (and, on a block path, the ban)
+      for (let round = 0; round < o.rounds / 2; round++) {
+        // A B, then B A: each configuration goes first in half of the rounds.
+        const order = round % 2 === 0 ? [o.a, o.b] : [o.b, o.a];
+        const cpu = new Map<BenchConfig, number>();
+        for (const c of order) cpu.set(c, await run(c, o.duration));
+        a.push(cpu.get(o.a)!);
+        b.push(cpu.get(o.b)!);
+        process.stderr.write(`round ${a.length}/${o.rounds} (${first} started first): ${o.a} ${a[a.length - 1].toFixed(2)}, ${o.b} ${b[b.length - 1].toFixed(2)} µs/req\n`);
+      }
+    } finally {
+      await Promise.all([...envoys.values()].map((e) => e.stop()));
     }
-    const run = async (c: BenchConfig, seconds: number) => {
-      const e = envoys.get(c)!;
-      const r = await wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, o.connections, o.clients);
-      if (r.non2xx !== 0 && !c.endsWith("-block")) throw new Error(`${c}: ${r.non2xx} responses were not 2xx/3xx`);
-      return r.cpuUs;
-    };
-    for (const c of [o.a, o.b]) await run(c, 2); // warm-up (and, on a block path, the ban)
-    const a: number[] = [];
-    const b: number[] = [];
-    for (let round = 0; round < o.rounds; round++) {
-      // A B, then B A: each configuration goes first in half of the rounds.
-      const order = round % 2 === 0 ? [o.a, o.b] : [o.b, o.a];
-      const cpu = new Map<BenchConfig, number>();
-      for (const c of order) cpu.set(c, await run(c, o.duration));
-      a.push(cpu.get(o.a)!);
-      b.push(cpu.get(o.b)!);
-      process.stderr.write(`round ${round + 1}/${o.rounds}: ${o.a} ${a[round].toFixed(2)}, ${o.b} ${b[round].toFixed(2)} µs/req\n`);
-    }
-    const diffs = b.map((x, i) => x - a[i]);
-    console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${o.rounds} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
-    console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs)`);
-    console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
-  } finally {
-    await Promise.all([...envoys.values()].map((e) => e.stop()));
   }
+  const diffs = b.map((x, i) => x - a[i]);
+  console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
+  console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs)`);
+  console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
 }
 
 main().catch((e) => {
