@@ -41,6 +41,7 @@ type Step =
 /** The rungs: a name, what it adds to the floor, and a one-line label. */
 const RUNGS: [string, Step[], string][] = [
   ["floor", [], "raw-ABI floor (bench/floor/floor.wat)"],
+  ["two_callbacks", ["no_context_create", "on_log"], "proxy_on_request_headers + proxy_on_log, no proxy_on_context_create"],
   ["on_delete", ["on_delete"], "+ proxy_on_delete exported"],
   ["on_response_headers", ["on_response_headers"], "+ proxy_on_response_headers exported"],
   ["status", ["on_response_headers", "status"], "+ on_response_headers reading :status"],
@@ -58,8 +59,8 @@ const RUNGS: [string, Step[], string][] = [
   ["four_callbacks_status", ["on_delete", "on_response_headers", "status"], "+ proxy_on_delete, + on_response_headers reading :status"],
   [
     "allow_path_calls",
-    ["no_context_create", "on_log", "status", "clock", "source_address", "peer_san", "header_absent", "shared_get_set", "metric"],
-    "all of traffic-guard's allow-path calls (one client, every rule on)",
+    ["no_context_create", "on_log", "status", "clock", "source_address", "peer_san", "header_present", "shared_get_set", "metric"],
+    "traffic-guard's allow-path calls without the module (one client, every rule on; bench:calls)",
   ],
 ];
 
