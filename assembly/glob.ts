@@ -78,25 +78,46 @@ export function matchesAnyAt(patterns: ArrayBuffer[], s0: usize, n: i32): bool {
   return false;
 }
 
+const EMPTY = new ArrayBuffer(0);
+
+// Packs byte strings as [u32 length][bytes]... into one buffer, so a match walks memory without bounds
+// checks or calls.
+function pack(items: ArrayBuffer[]): ArrayBuffer {
+  let size = 0;
+  for (let i = 0; i < items.length; i++) size += 4 + items[i].byteLength;
+  let out = new ArrayBuffer(size);
+  let q = changetype<usize>(out);
+  for (let i = 0; i < items.length; i++) {
+    let n = <usize>items[i].byteLength;
+    store<u32>(q, <u32>n);
+    memory.copy(q + 4, changetype<usize>(items[i]), n);
+    q += 4 + n;
+  }
+  return out;
+}
+
 /**
  * A list of lowercased glob patterns compiled once for matching one subject against all of them: the
  * shapes nearly every pattern has ("lit", "lit*", "*lit", "*lit*") are sorted by shape, and the "*lit*"
- * ones are all searched in one pass over the subject (a bitmap of their first bytes says where one may
+ * ones are all searched in one pass over the subject (a table of their first bytes says where one may
  * start), instead of one pass per pattern. Anything else goes through globMatch. Nothing allocates.
  */
 export class GlobSet {
   private all: bool = false;
-  private exact: ArrayBuffer[] = [];
-  private prefix: ArrayBuffer[] = [];
-  private suffix: ArrayBuffer[] = [];
-  private infix: ArrayBuffer[] = [];
+  // Literals by shape, packed (see pack).
+  private exact: ArrayBuffer = EMPTY;
+  private prefix: ArrayBuffer = EMPTY;
+  private suffix: ArrayBuffer = EMPTY;
+  private infix: ArrayBuffer = EMPTY;
   private other: ArrayBuffer[] = [];
-  private firsts: StaticArray<u32> = new StaticArray<u32>(8);
+  // 256 bytes: non-zero at the bytes an infix literal starts with.
+  private firsts: ArrayBuffer = new ArrayBuffer(256);
   /** Number of patterns. */
   size: i32;
 
   constructor(patterns: ArrayBuffer[]) {
     this.size = patterns.length;
+    let exact: ArrayBuffer[] = [], prefix: ArrayBuffer[] = [], suffix: ArrayBuffer[] = [], infix: ArrayBuffer[] = [];
     for (let i = 0; i < patterns.length; i++) {
       let pat = patterns[i];
       let p = changetype<usize>(pat);
@@ -111,49 +132,59 @@ export class GlobSet {
       if (!literal) { this.other.push(pat); continue; }
       let lit = pat.slice(<i32>lead, <i32>end);
       let trail = end < pn;
-      if (lead == 0 && !trail) this.exact.push(lit);
-      else if (lead == 0) this.prefix.push(lit);
-      else if (!trail) this.suffix.push(lit);
+      if (lead == 0 && !trail) exact.push(lit);
+      else if (lead == 0) prefix.push(lit);
+      else if (!trail) suffix.push(lit);
       else if (lit.byteLength == 0) this.all = true; // "*" or "**"
       else {
-        this.infix.push(lit);
-        let b = <u32>load<u8>(changetype<usize>(lit));
-        unchecked(this.firsts[b >> 5] |= (<u32>1) << (b & 31));
+        infix.push(lit);
+        store<u8>(changetype<usize>(this.firsts) + <usize>load<u8>(changetype<usize>(lit)), 1);
       }
     }
+    this.exact = pack(exact);
+    this.prefix = pack(prefix);
+    this.suffix = pack(suffix);
+    this.infix = pack(infix);
   }
 
   /** Whether the n subject bytes at s match any pattern (ASCII case-insensitively). */
   matches(s: usize, n: i32): bool {
     if (this.all) return true;
     let sn = <usize>n;
-    for (let i = 0, k = this.exact.length; i < k; i++) {
-      let lit = unchecked(this.exact[i]);
-      if (<usize>lit.byteLength == sn && equalFold(s, changetype<usize>(lit), sn)) return true;
+    let q = changetype<usize>(this.exact);
+    let end = q + <usize>this.exact.byteLength;
+    while (q < end) {
+      let ln = <usize>load<u32>(q);
+      if (ln == sn && equalFold(s, q + 4, ln)) return true;
+      q += 4 + ln;
     }
-    for (let i = 0, k = this.prefix.length; i < k; i++) {
-      let lit = unchecked(this.prefix[i]);
-      let ln = <usize>lit.byteLength;
-      if (ln <= sn && equalFold(s, changetype<usize>(lit), ln)) return true;
+    q = changetype<usize>(this.prefix);
+    end = q + <usize>this.prefix.byteLength;
+    while (q < end) {
+      let ln = <usize>load<u32>(q);
+      if (ln <= sn && equalFold(s, q + 4, ln)) return true;
+      q += 4 + ln;
     }
-    for (let i = 0, k = this.suffix.length; i < k; i++) {
-      let lit = unchecked(this.suffix[i]);
-      let ln = <usize>lit.byteLength;
-      if (ln <= sn && equalFold(s + sn - ln, changetype<usize>(lit), ln)) return true;
+    q = changetype<usize>(this.suffix);
+    end = q + <usize>this.suffix.byteLength;
+    while (q < end) {
+      let ln = <usize>load<u32>(q);
+      if (ln <= sn && equalFold(s + sn - ln, q + 4, ln)) return true;
+      q += 4 + ln;
     }
-    let infix = this.infix;
-    let count = infix.length;
-    if (count > 0) {
-      let firsts = this.firsts;
+    let infix = changetype<usize>(this.infix);
+    let infixEnd = infix + <usize>this.infix.byteLength;
+    if (infix < infixEnd) {
+      let firsts = changetype<usize>(this.firsts);
       for (let at: usize = 0; at < sn; at++) {
         let c = fold(<u32>load<u8>(s + at));
-        if ((unchecked(firsts[c >> 5]) & ((<u32>1) << (c & 31))) == 0) continue;
+        if (load<u8>(firsts + <usize>c) == 0) continue;
         let left = sn - at;
-        for (let i = 0; i < count; i++) {
-          let lit = unchecked(infix[i]);
-          let p = changetype<usize>(lit);
-          let ln = <usize>lit.byteLength;
-          if (ln <= left && <u32>load<u8>(p) == c && equalFold(s + at + 1, p + 1, ln - 1)) return true;
+        q = infix;
+        while (q < infixEnd) {
+          let ln = <usize>load<u32>(q);
+          if (ln <= left && <u32>load<u8>(q + 4) == c && equalFold(s + at + 1, q + 5, ln - 1)) return true;
+          q += 4 + ln;
         }
       }
     }
