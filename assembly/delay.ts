@@ -4,8 +4,8 @@
 // context's tick releases each one at its time: proxy_set_effective_context(stream) then
 // proxy_continue_stream(request), which Envoy turns into continueDecoding() on that stream once the tick
 // callback returns. The tick runs every TICK_MS only while something is held, and at the root context's
-// idle period otherwise (index.ts). A stream that ends while
-// held (the client went away, a reset) is removed in onDelete, so nothing is kept for it. The queue is a
+// idle period otherwise (index.ts). A stream that ends while held (the client went away, a reset) is
+// removed when Envoy ends the stream (proxy_on_log, index.ts), so nothing is kept for it. The queue is a
 // fixed array: when it is full a request that should wait is let through instead (fail open, counted).
 
 import * as imports from "@solo-io/proxy-runtime/assembly/imports";

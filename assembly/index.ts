@@ -235,7 +235,7 @@ function grpcMatches(mask: u32, p: usize, n: i32): bool {
   return v <= 16 && (mask & ((<u32>1) << v)) != 0;
 }
 
-// onResponseHeaders: the status has not been read yet.
+// onLog: the status has not been read yet.
 const NOT_READ: i32 = -2;
 
 /** The stream being handled: one object per VM, reset by each callback (streams.ts keeps what outlives one). */

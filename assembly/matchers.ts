@@ -44,7 +44,7 @@ export class HeaderCond {
 export class Matcher {
   /** Whether the matcher has a request part (`request: {}` alone matches every request). */
   request: bool = false;
-  /** Whether the matcher has a response part; it is then decided when the response headers arrive. */
+  /** Whether the matcher has a response part; it is then decided when the stream ends (proxy_on_log), from the response headers. */
   response: bool = false;
   /** Uppercase method names (exact); empty = any method. */
   methods: ArrayBuffer[] = [];
