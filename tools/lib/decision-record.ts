@@ -160,34 +160,11 @@ export function formatAddress(v: bigint): string {
     const x = Number(v & 0xffffffffn);
     return `${x >>> 24}.${(x >>> 16) & 255}.${(x >>> 8) & 255}.${x & 255}`;
   }
-  const g: number[] = [];
-  for (let i = 7; i >= 0; i--) g.push(Number((v >> BigInt(16 * i)) & 0xffffn));
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen && j - i >= 2) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  let out = "";
-  for (let i = 0; i < 8; i++) {
-    if (i === bestStart) {
-      out += "::";
-      i += bestLen - 1;
-      continue;
-    }
-    if (out.length > 0 && !out.endsWith(":")) out += ":";
-    out += g[i].toString(16);
-  }
-  return out;
+  const groups: string[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(((v >> BigInt(16 * i)) & 0xffffn).toString(16));
+  // The WHATWG URL serializer writes IPv6 the RFC 5952 way (lowercase, the first longest run of two or
+  // more zero groups as "::"), as the filter's formatAddress does.
+  return new URL(`http://[${groups.join(":")}]/`).hostname.slice(1, -1);
 }
 
 // A SPIFFE ID (not a pattern) as the filter's spiffePatternProblem reads one, with no '*' segment.
