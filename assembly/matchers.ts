@@ -9,7 +9,7 @@
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
 import { readHeader, requestHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
-import { globMatch, GlobSet } from "./glob";
+import { GlobSet } from "./glob";
 
 /** A header condition: the header must be present. */
 export const HDR_PRESENT: i32 = 0;
@@ -69,7 +69,7 @@ class Slot {
   name: ArrayBuffer;
   bits: u32[] = [];
   kinds: i32[] = [];
-  globs: ArrayBuffer[] = [];
+  globs: GlobSet[] = [];
   /** Bits of every matcher with a condition on this header (to skip the read when none is alive). */
   any: u32 = 0;
 
@@ -148,7 +148,7 @@ export class Plan {
       let s = slotFor(slots, names, c.name);
       s.bits.push(b);
       s.kinds.push(c.kind);
-      s.globs.push(c.glob);
+      s.globs.push(c.kind == HDR_GLOB ? new GlobSet([c.glob]) : NO_GLOBS);
       s.any |= b;
     }
   }
@@ -280,14 +280,9 @@ function evalSlots(slots: Slot[], map: i32, alive: u32): u32 {
       let b = unchecked(slot.bits[c]);
       if ((alive & b) == 0) continue;
       let kind = unchecked(slot.kinds[c]);
-      let ok = kind == HDR_PRESENT ? n > 0 : kind == HDR_ABSENT ? n == 0 : matchGlob(unchecked(slot.globs[c]), valuePtr, n);
+      let ok = kind == HDR_PRESENT ? n > 0 : kind == HDR_ABSENT ? n == 0 : unchecked(slot.globs[c]).matches(valuePtr, n);
       if (!ok) alive &= ~b;
     }
   }
   return alive;
-}
-
-// Whether the n bytes at p match the lowercased glob.
-function matchGlob(glob: ArrayBuffer, p: usize, n: i32): bool {
-  return globMatch(changetype<usize>(glob), <usize>glob.byteLength, p, <usize>n);
 }

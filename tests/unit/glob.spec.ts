@@ -1,7 +1,12 @@
 // User-Agent globbing (assembly/glob.ts): '*' any run of bytes, '?' one byte, anchored at both ends,
 // ASCII case-insensitive on the subject (patterns are lowercased at configure time).
 
-import { globMatch, matchesAny, GlobSet } from "../../assembly/glob";
+import { globMatch, GlobSet } from "../../assembly/glob";
+
+// Whether the subject matches any pattern of the list, as the filter matches it (a compiled GlobSet).
+function anyOf(patterns: ArrayBuffer[], subject: ArrayBuffer): bool {
+  return new GlobSet(patterns).matches(changetype<usize>(subject), subject.byteLength);
+}
 import { asciiLower } from "../../assembly/config";
 import * as mock from "./mock";
 
@@ -100,14 +105,14 @@ describe("globMatch", () => {
 describe("matchesAny", () => {
   it("is true when any pattern matches", () => {
     let list: ArrayBuffer[] = [String.UTF8.encode("curl/*"), String.UTF8.encode("*bot*")];
-    expect(matchesAny(list, String.UTF8.encode("Googlebot/2.1"))).toBe(true);
-    expect(matchesAny(list, String.UTF8.encode("curl/7"))).toBe(true);
-    expect(matchesAny(list, String.UTF8.encode("Mozilla/5.0"))).toBe(false);
-    expect(matchesAny(list, new ArrayBuffer(0))).toBe(false);
+    expect(anyOf(list, String.UTF8.encode("Googlebot/2.1"))).toBe(true);
+    expect(anyOf(list, String.UTF8.encode("curl/7"))).toBe(true);
+    expect(anyOf(list, String.UTF8.encode("Mozilla/5.0"))).toBe(false);
+    expect(anyOf(list, new ArrayBuffer(0))).toBe(false);
   });
 
   it("is false for an empty pattern list", () => {
-    expect(matchesAny([], String.UTF8.encode("curl/8"))).toBe(false);
+    expect(anyOf([], String.UTF8.encode("curl/8"))).toBe(false);
   });
 });
 
