@@ -674,8 +674,14 @@ export function parseConfig(text: string): ParseResult {
   if (dec !== null) parseDecisions(ck, dec, cfg);
 
   cfg.deriveMeshRules();
-  if (ck.errors.length > 0) res.errors = ck.errors;
-  else res.config = cfg;
+  if (ck.errors.length > 0) {
+    res.errors = ck.errors;
+    return res;
+  }
+  // The custom rules' User-Agent globs and the built-in rule's patterns are matched in one pass.
+  let uaOn = cfg.rules[RULE_UA].enabled || cfg.meshRules[RULE_UA].enabled;
+  cfg.custom.plan.finish(uaOn ? cfg.uaPatterns : []);
+  res.config = cfg;
   return res;
 }
 

@@ -45,46 +45,61 @@ export function globMatch(p: usize, pn: usize, s: usize, sn: usize): bool {
 
 const EMPTY = new ArrayBuffer(0);
 
-// Packs byte strings as [u32 length][bytes]... into one buffer, so a match walks memory without bounds
+// A packed literal: [u32 length][u64 mask][bytes].
+const HEAD: usize = 12;
+
+// Packs literals with their masks (see HEAD) into one buffer, so a match walks memory without bounds
 // checks or calls.
-function pack(items: ArrayBuffer[]): ArrayBuffer {
+function pack(items: ArrayBuffer[], masks: u64[]): ArrayBuffer {
   let size = 0;
-  for (let i = 0; i < items.length; i++) size += 4 + items[i].byteLength;
+  for (let i = 0; i < items.length; i++) size += <i32>HEAD + items[i].byteLength;
   let out = new ArrayBuffer(size);
   let q = changetype<usize>(out);
   for (let i = 0; i < items.length; i++) {
     let n = <usize>items[i].byteLength;
     store<u32>(q, <u32>n);
-    memory.copy(q + 4, changetype<usize>(items[i]), n);
-    q += 4 + n;
+    store<u64>(q, masks[i], 4);
+    memory.copy(q + HEAD, changetype<usize>(items[i]), n);
+    q += HEAD + n;
   }
   return out;
 }
 
 /**
- * A list of lowercased glob patterns compiled once for matching one subject against all of them: the
- * shapes nearly every pattern has ("lit", "lit*", "*lit", "*lit*") are sorted by shape, and the "*lit*"
- * ones are all searched in one pass over the subject (a table of their first bytes says where one may
- * start), instead of one pass per pattern. Anything else goes through globMatch. Nothing allocates.
+ * A list of lowercased glob patterns compiled once for matching one subject against all of them, each
+ * pattern with a mask: `matches` says whether any pattern matches, `matchMask` ORs the masks of all that
+ * do (the custom rules' matchers give each pattern the bits of the matchers that list it, so one pass
+ * decides them all). The shapes nearly every pattern has ("lit", "lit*", "*lit", "*lit*") are sorted by
+ * shape, and the "*lit*" ones are all searched in one pass over the subject: they are sorted by first
+ * byte, and a table says where those starting with a byte begin. Anything else goes through globMatch.
+ * Nothing allocates.
  */
 export class GlobSet {
-  private all: bool = false;
-  // Literals by shape, packed (see pack).
+  // Masks of the patterns that match everything ("*").
+  private all: u64 = 0;
+  // Literals by shape, packed (see pack); infix sorted by first byte.
   private exact: ArrayBuffer = EMPTY;
   private prefix: ArrayBuffer = EMPTY;
   private suffix: ArrayBuffer = EMPTY;
   private infix: ArrayBuffer = EMPTY;
   private other: ArrayBuffer[] = [];
-  // 256 bytes: non-zero at the bytes an infix literal starts with.
-  private firsts: ArrayBuffer = new ArrayBuffer(256);
+  private otherMasks: u64[] = [];
+  // By byte: 1 + the offset in `infix` of the first literal starting with it, or 0.
+  private firsts: StaticArray<u32> = new StaticArray<u32>(256);
+  /** The OR of every pattern's mask. */
+  union: u64 = 0;
   /** Number of patterns. */
   size: i32;
 
-  constructor(patterns: ArrayBuffer[]) {
+  /** Compiles `patterns`; pattern i carries masks[i] (1 for every pattern when masks is null). */
+  constructor(patterns: ArrayBuffer[], masks: u64[] | null = null) {
     this.size = patterns.length;
     let exact: ArrayBuffer[] = [], prefix: ArrayBuffer[] = [], suffix: ArrayBuffer[] = [], infix: ArrayBuffer[] = [];
+    let exactM: u64[] = [], prefixM: u64[] = [], suffixM: u64[] = [], infixM: u64[] = [];
     for (let i = 0; i < patterns.length; i++) {
       let pat = patterns[i];
+      let mask: u64 = masks === null ? 1 : masks[i];
+      this.union |= mask;
       let p = changetype<usize>(pat);
       let pn = <usize>pat.byteLength;
       let lead: usize = pn > 0 && load<u8>(p) == 0x2a ? 1 : 0;
@@ -94,48 +109,89 @@ export class GlobSet {
         let c = load<u8>(p + k);
         if (c == 0x2a || c == 0x3f) { literal = false; break; }
       }
-      if (!literal) { this.other.push(pat); continue; }
+      if (!literal) {
+        this.other.push(pat);
+        this.otherMasks.push(mask);
+        continue;
+      }
       let lit = pat.slice(<i32>lead, <i32>end);
       let trail = end < pn;
-      if (lead == 0 && !trail) exact.push(lit);
-      else if (lead == 0) prefix.push(lit);
-      else if (!trail) suffix.push(lit);
-      else if (lit.byteLength == 0) this.all = true; // "*" or "**"
+      if (lead == 0 && !trail) { exact.push(lit); exactM.push(mask); }
+      else if (lead == 0) { prefix.push(lit); prefixM.push(mask); }
+      else if (!trail) { suffix.push(lit); suffixM.push(mask); }
+      else if (lit.byteLength == 0) this.all |= mask; // "*" or "**"
       else {
+        // Insertion by first byte keeps each byte's literals together.
+        let first = load<u8>(changetype<usize>(lit));
         infix.push(lit);
-        store<u8>(changetype<usize>(this.firsts) + <usize>load<u8>(changetype<usize>(lit)), 1);
+        infixM.push(mask);
+        let at = infix.length - 1;
+        while (at > 0 && load<u8>(changetype<usize>(infix[at - 1])) > first) {
+          infix[at] = infix[at - 1];
+          infixM[at] = infixM[at - 1];
+          at--;
+        }
+        infix[at] = lit;
+        infixM[at] = mask;
       }
     }
-    this.exact = pack(exact);
-    this.prefix = pack(prefix);
-    this.suffix = pack(suffix);
-    this.infix = pack(infix);
+    this.exact = pack(exact, exactM);
+    this.prefix = pack(prefix, prefixM);
+    this.suffix = pack(suffix, suffixM);
+    this.infix = pack(infix, infixM);
+    let off: u32 = 0;
+    for (let i = 0; i < infix.length; i++) {
+      let first = <i32>load<u8>(changetype<usize>(infix[i]));
+      if (unchecked(this.firsts[first]) == 0) unchecked(this.firsts[first] = off + 1);
+      off += <u32>HEAD + <u32>infix[i].byteLength;
+    }
   }
 
   /** Whether the n subject bytes at s match any pattern (ASCII case-insensitively). */
   matches(s: usize, n: i32): bool {
-    if (this.all) return true;
+    return this.scan(s, n, true) != 0;
+  }
+
+  /** The OR of the masks of every pattern the n subject bytes at s match (ASCII case-insensitively). */
+  matchMask(s: usize, n: i32): u64 {
+    return this.scan(s, n, false);
+  }
+
+  // The masks of the matching patterns; with `any`, stops at the first match.
+  private scan(s: usize, n: i32, any: bool): u64 {
+    let full = this.union;
+    let acc = this.all;
+    if (acc == full || (any && acc != 0)) return acc;
     let sn = <usize>n;
     let q = changetype<usize>(this.exact);
     let end = q + <usize>this.exact.byteLength;
     while (q < end) {
       let ln = <usize>load<u32>(q);
-      if (ln == sn && equalFold(s, q + 4, ln)) return true;
-      q += 4 + ln;
+      if (ln == sn && equalFold(s, q + HEAD, ln)) {
+        acc |= load<u64>(q, 4);
+        if (any || acc == full) return acc;
+      }
+      q += HEAD + ln;
     }
     q = changetype<usize>(this.prefix);
     end = q + <usize>this.prefix.byteLength;
     while (q < end) {
       let ln = <usize>load<u32>(q);
-      if (ln <= sn && equalFold(s, q + 4, ln)) return true;
-      q += 4 + ln;
+      if (ln <= sn && equalFold(s, q + HEAD, ln)) {
+        acc |= load<u64>(q, 4);
+        if (any || acc == full) return acc;
+      }
+      q += HEAD + ln;
     }
     q = changetype<usize>(this.suffix);
     end = q + <usize>this.suffix.byteLength;
     while (q < end) {
       let ln = <usize>load<u32>(q);
-      if (ln <= sn && equalFold(s + sn - ln, q + 4, ln)) return true;
-      q += 4 + ln;
+      if (ln <= sn && equalFold(s + sn - ln, q + HEAD, ln)) {
+        acc |= load<u64>(q, 4);
+        if (any || acc == full) return acc;
+      }
+      q += HEAD + ln;
     }
     let infix = changetype<usize>(this.infix);
     let infixEnd = infix + <usize>this.infix.byteLength;
@@ -143,20 +199,27 @@ export class GlobSet {
       let firsts = changetype<usize>(this.firsts);
       for (let at: usize = 0; at < sn; at++) {
         let c = fold(<u32>load<u8>(s + at));
-        if (load<u8>(firsts + <usize>c) == 0) continue;
+        let o = <usize>load<u32>(firsts + (<usize>c << 2));
+        if (o == 0) continue;
         let left = sn - at;
-        q = infix;
-        while (q < infixEnd) {
+        q = infix + o - 1;
+        while (q < infixEnd && <u32>load<u8>(q + HEAD) == c) {
           let ln = <usize>load<u32>(q);
-          if (ln <= left && <u32>load<u8>(q + 4) == c && equalFold(s + at + 1, q + 5, ln - 1)) return true;
-          q += 4 + ln;
+          if (ln <= left && equalFold(s + at + 1, q + HEAD + 1, ln - 1)) {
+            acc |= load<u64>(q, 4);
+            if (any || acc == full) return acc;
+          }
+          q += HEAD + ln;
         }
       }
     }
     for (let i = 0, k = this.other.length; i < k; i++) {
       let pat = unchecked(this.other[i]);
-      if (globMatch(changetype<usize>(pat), <usize>pat.byteLength, s, sn)) return true;
+      if (globMatch(changetype<usize>(pat), <usize>pat.byteLength, s, sn)) {
+        acc |= unchecked(this.otherMasks[i]);
+        if (any || acc == full) return acc;
+      }
     }
-    return false;
+    return acc;
   }
 }

@@ -369,7 +369,7 @@ class GuardHttp {
     if (cfg.custom.rules.length > 0) {
       // The custom rules' matchers, reading the User-Agent once for them and the built-in rule.
       let plan = cfg.custom.plan;
-      bits = plan.matchRequest(ruleSet[RULE_UA].enabled ? this.guard.uaSet : null);
+      bits = plan.matchRequest(ruleSet[RULE_UA].enabled);
       ua = plan.builtInUa;
       this.pending = bits & plan.responseBits;
       bits &= ~plan.responseBits;

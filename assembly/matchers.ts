@@ -64,14 +64,19 @@ const PATH = bytes(":path");
 const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
 
-// One header read of a plan: the header's name and the conditions (matcher bit, kind, glob) on it.
+// One header read of a plan: the header's name and, as matcher bits, the conditions on it.
 class Slot {
   name: ArrayBuffer;
-  bits: u32[] = [];
-  kinds: i32[] = [];
-  globs: GlobSet[] = [];
   /** Bits of every matcher with a condition on this header (to skip the read when none is alive). */
   any: u32 = 0;
+  /** Bits of the matchers requiring the header present / absent / matching a glob. */
+  present: u32 = 0;
+  absent: u32 = 0;
+  globBits: u32 = 0;
+  /** The glob conditions on this header, each with its matcher's bit, compiled by Plan.finish. */
+  globs: GlobSet = NO_GLOBS;
+  globList: ArrayBuffer[] = [];
+  globMasks: u64[] = [];
 
   constructor(name: string) {
     this.name = bytes(name);
@@ -79,12 +84,14 @@ class Slot {
 }
 
 // Finds or adds the slot of header `name`.
-function slotFor(slots: Slot[], names: string[], name: string): Slot {
-  let i = names.indexOf(name);
-  if (i >= 0) return slots[i];
+function slotFor(slots: Slot[], name: string): Slot {
+  let want = bytes(name);
+  for (let i = 0; i < slots.length; i++) {
+    let s = slots[i];
+    if (s.name.byteLength == want.byteLength && memory.compare(changetype<usize>(s.name), changetype<usize>(want), <usize>want.byteLength) == 0) return s;
+  }
   let s = new Slot(name);
   slots.push(s);
-  names.push(name);
   return s;
 }
 
@@ -96,7 +103,15 @@ function equalBytes(p: usize, n: i32, b: ArrayBuffer): bool {
 
 const NO_GLOBS = new GlobSet([]);
 
-/** Every matcher of one configuration, arranged so that each header is read at most once per phase. */
+/** The mask bit of the built-in userAgent rule's patterns in the plan's User-Agent set (above the 32 matcher bits). */
+const BUILT_IN_UA: u64 = (<u64>1) << 32;
+
+/**
+ * Every matcher of one configuration, arranged so that each header is read at most once per phase and
+ * each condition is decided for all matchers at once: a header's value gives, per kind of condition, the
+ * bits of the matchers it satisfies (one compiled GlobSet per header, with each glob carrying its
+ * matcher's bit), and the bits of the matchers it fails are cleared together.
+ */
 export class Plan {
   /** Matchers by bit (2i take, 2i+1 give); null where a rule has no give. */
   matchers: Array<Matcher | null> = [];
@@ -111,45 +126,109 @@ export class Plan {
   uaBits: u32 = 0;
   /** Bits of the matchers that constrain the status. */
   statusBits: u32 = 0;
+  // Bits of the matchers with path globs, requiring a query, requiring none.
+  private pathGlobBits: u32 = 0;
+  private queryPresentBits: u32 = 0;
+  private queryAbsentBits: u32 = 0;
+  // The distinct method names, each with the bits of the matchers listing it.
+  private methodNames: ArrayBuffer[] = [];
+  private methodMasks: u32[] = [];
+  // Every path glob, every User-Agent glob (and the built-in rule's, as BUILT_IN_UA), with their bits.
+  private pathList: ArrayBuffer[] = [];
+  private pathMasks: u64[] = [];
+  private uaList: ArrayBuffer[] = [];
+  private uaMasks: u64[] = [];
+  private pathSet: GlobSet = NO_GLOBS;
+  private uaSet: GlobSet = NO_GLOBS;
+  // By status code (0-599): the bits of the matchers whose status list includes it.
+  private statusMasks: StaticArray<u32> = new StaticArray<u32>(0);
   private requestSlots: Slot[] = [];
   private responseSlots: Slot[] = [];
-  // Each matcher's path and User-Agent globs, compiled (by bit; empty sets where it has none).
-  private pathSets: GlobSet[] = [];
-  private uaSets: GlobSet[] = [];
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
-    while (this.matchers.length <= bit) {
-      this.matchers.push(null);
-      this.pathSets.push(NO_GLOBS);
-      this.uaSets.push(NO_GLOBS);
-    }
+    while (this.matchers.length <= bit) this.matchers.push(null);
     this.matchers[bit] = mt;
     if (mt === null) return;
-    this.pathSets[bit] = new GlobSet(mt.paths);
-    this.uaSets[bit] = new GlobSet(mt.userAgents);
     let b = (<u32>1) << <u32>bit;
     this.allBits |= b;
     if (mt.request) this.requestBits |= b;
     if (mt.response) this.responseBits |= b;
-    if (mt.methods.length > 0) this.methodBits |= b;
+    if (mt.methods.length > 0) {
+      this.methodBits |= b;
+      for (let k = 0; k < mt.methods.length; k++) {
+        let name = mt.methods[k];
+        let at = -1;
+        for (let j = 0; j < this.methodNames.length; j++) {
+          if (equalBytes(changetype<usize>(name), name.byteLength, this.methodNames[j])) at = j;
+        }
+        if (at < 0) {
+          at = this.methodNames.length;
+          this.methodNames.push(name);
+          this.methodMasks.push(0);
+        }
+        this.methodMasks[at] |= b;
+      }
+    }
     if (mt.paths.length > 0 || mt.query != QUERY_ANY) this.pathBits |= b;
+    if (mt.paths.length > 0) this.pathGlobBits |= b;
+    if (mt.query == QUERY_PRESENT) this.queryPresentBits |= b;
+    if (mt.query == QUERY_ABSENT) this.queryAbsentBits |= b;
+    for (let k = 0; k < mt.paths.length; k++) {
+      this.pathList.push(mt.paths[k]);
+      this.pathMasks.push(<u64>b);
+    }
     if (mt.userAgents.length > 0) this.uaBits |= b;
-    if (mt.statuses !== null) this.statusBits |= b;
+    for (let k = 0; k < mt.userAgents.length; k++) {
+      this.uaList.push(mt.userAgents[k]);
+      this.uaMasks.push(<u64>b);
+    }
+    let st = mt.statuses;
+    if (st !== null) {
+      this.statusBits |= b;
+      if (this.statusMasks.length == 0) this.statusMasks = new StaticArray<u32>(600);
+      for (let code = 0; code < 600; code++) if (st[code]) this.statusMasks[code] |= b;
+    }
     this.conditions(this.requestSlots, mt.headers, b);
     this.conditions(this.responseSlots, mt.responseHeaders, b);
   }
 
   private conditions(slots: Slot[], conds: HeaderCond[], b: u32): void {
-    let names: string[] = [];
-    for (let i = 0; i < slots.length; i++) names.push(String.UTF8.decode(slots[i].name));
     for (let i = 0; i < conds.length; i++) {
       let c = conds[i];
-      let s = slotFor(slots, names, c.name);
-      s.bits.push(b);
-      s.kinds.push(c.kind);
-      s.globs.push(c.kind == HDR_GLOB ? new GlobSet([c.glob]) : NO_GLOBS);
+      let s = slotFor(slots, c.name);
       s.any |= b;
+      if (c.kind == HDR_PRESENT) s.present |= b;
+      else if (c.kind == HDR_ABSENT) s.absent |= b;
+      else {
+        s.globBits |= b;
+        s.globList.push(c.glob);
+        s.globMasks.push(<u64>b);
+      }
+    }
+  }
+
+  /**
+   * Compiles the globs gathered by add, with the built-in userAgent rule's patterns (`builtInUa`) in the
+   * same User-Agent set, so that one pass over the User-Agent decides both; call once every matcher is added.
+   */
+  finish(builtInUa: ArrayBuffer[]): void {
+    this.pathSet = new GlobSet(this.pathList, this.pathMasks);
+    let list = this.uaList.slice(0);
+    let masks = this.uaMasks.slice(0);
+    for (let i = 0; i < builtInUa.length; i++) {
+      list.push(builtInUa[i]);
+      masks.push(BUILT_IN_UA);
+    }
+    this.uaSet = new GlobSet(list, masks);
+    this.compileSlots(this.requestSlots);
+    this.compileSlots(this.responseSlots);
+  }
+
+  private compileSlots(slots: Slot[]): void {
+    for (let i = 0; i < slots.length; i++) {
+      let s = slots[i];
+      if (s.globList.length > 0) s.globs = new GlobSet(s.globList, s.globMasks);
     }
   }
 
@@ -164,69 +243,43 @@ export class Plan {
     return (this.methodBits != 0 ? 1 : 0) + (this.pathBits != 0 ? 1 : 0) + (this.uaBits != 0 ? 1 : 0) + this.requestSlots.length;
   }
 
-  /** Whether the User-Agent matched the built-in userAgent rule's patterns (matchRequest's `builtInUa`). */
+  /** Whether the User-Agent matched the built-in userAgent rule's patterns (matchRequest with `builtInUa`). */
   builtInUa: bool = false;
 
   /**
    * Evaluates the request parts: returns the bits of the matchers whose request part matched, plus the
-   * bits of response-only matchers (decided later by matchResponse). `builtInUa`, when not null, are the
-   * built-in userAgent rule's patterns: the User-Agent is read once for both, and the result is left in
-   * `this.builtInUa`.
+   * bits of response-only matchers (decided later by matchResponse). With `builtInUa` (the built-in
+   * userAgent rule is on), the User-Agent is also matched against that rule's patterns (given to finish)
+   * in the same pass, and the result is left in `this.builtInUa`.
    */
-  matchRequest(builtInUa: GlobSet | null): u32 {
+  matchRequest(builtInUa: bool): u32 {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
-    if (alive == 0) {
-      if (builtInUa !== null) {
-        let n = requestHeader(USER_AGENT); // sets valuePtr, so it is read first
-        this.builtInUa = builtInUa.matches(valuePtr, n);
-      }
-      return responseOnly;
-    }
-    let matchers = this.matchers;
     if ((alive & this.methodBits) != 0) {
       let n = requestHeader(METHOD);
-      let bits = alive & this.methodBits;
-      while (bits != 0) {
-        let i = <i32>ctz(bits);
-        bits &= bits - 1;
-        let mt = changetype<Matcher>(unchecked(matchers[i]));
-        let hit = false;
-        for (let k = 0, m = mt.methods.length; k < m; k++) {
-          if (equalBytes(valuePtr, n, unchecked(mt.methods[k]))) { hit = true; break; }
-        }
-        if (!hit) alive &= ~((<u32>1) << <u32>i);
+      let hit: u32 = 0;
+      let names = this.methodNames;
+      for (let k = 0, m = names.length; k < m; k++) {
+        if (equalBytes(valuePtr, n, unchecked(names[k]))) hit |= unchecked(this.methodMasks[k]);
       }
+      alive &= ~this.methodBits | hit;
     }
     if ((alive & this.pathBits) != 0) {
       let n = requestHeader(PATH);
       let p = valuePtr;
       let len = 0;
       while (len < n && load<u8>(p + <usize>len) != 0x3f) len++;
-      let hasQuery = len < n;
-      let bits = alive & this.pathBits;
-      while (bits != 0) {
-        let i = <i32>ctz(bits);
-        bits &= bits - 1;
-        let mt = changetype<Matcher>(unchecked(matchers[i]));
-        let ok = mt.query == QUERY_ANY || (mt.query == QUERY_PRESENT) == hasQuery;
-        if (ok && mt.paths.length > 0) ok = unchecked(this.pathSets[i]).matches(p, len);
-        if (!ok) alive &= ~((<u32>1) << <u32>i);
-      }
+      alive &= ~(len < n ? this.queryAbsentBits : this.queryPresentBits);
+      if ((alive & this.pathGlobBits) != 0) alive &= ~this.pathGlobBits | <u32>this.pathSet.matchMask(p, len);
     }
-    if ((alive & this.uaBits) != 0 || builtInUa !== null) {
+    if ((alive & this.uaBits) != 0 || builtInUa) {
       let n = requestHeader(USER_AGENT);
-      if (builtInUa !== null) this.builtInUa = builtInUa.matches(valuePtr, n);
-      let bits = alive & this.uaBits;
-      while (bits != 0) {
-        let i = <i32>ctz(bits);
-        bits &= bits - 1;
-        let mt = changetype<Matcher>(unchecked(matchers[i]));
-        if (!unchecked(this.uaSets[i]).matches(valuePtr, n)) alive &= ~((<u32>1) << <u32>i);
-      }
+      let hit = this.uaSet.matchMask(valuePtr, n);
+      this.builtInUa = builtInUa && (hit & BUILT_IN_UA) != 0;
+      alive &= ~this.uaBits | <u32>hit;
     }
-    alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
+    if (alive != 0) alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
     return alive | responseOnly;
   }
 
@@ -243,16 +296,10 @@ export class Plan {
     let alive = pending & this.responseBits;
     if (alive == 0) return 0;
     if ((alive & this.statusBits) != 0) {
-      let bits = alive & this.statusBits;
-      while (bits != 0) {
-        let i = <i32>ctz(bits);
-        bits &= bits - 1;
-        let mt = changetype<Matcher>(unchecked(this.matchers[i]));
-        let st = changetype<StaticArray<bool>>(mt.statuses);
-        if (code < 100 || code > 599 || !unchecked(st[code])) alive &= ~((<u32>1) << <u32>i);
-      }
+      let hit: u32 = code >= 100 && code <= 599 ? unchecked(this.statusMasks[code]) : 0;
+      alive &= ~this.statusBits | hit;
     }
-    return evalSlots(this.responseSlots, RESPONSE_HEADERS, alive);
+    return alive == 0 ? 0 : evalSlots(this.responseSlots, RESPONSE_HEADERS, alive);
   }
 }
 
@@ -270,19 +317,14 @@ export function readStatus(): i32 {
 }
 
 // Reads each slot's header once (skipping slots no alive matcher needs) and clears the bits of the
-// matchers whose condition fails.
+// matchers whose condition on it fails.
 function evalSlots(slots: Slot[], map: i32, alive: u32): u32 {
   for (let s = 0, k = slots.length; s < k; s++) {
     let slot = unchecked(slots[s]);
     if ((alive & slot.any) == 0) continue;
     let n = map == REQUEST_HEADERS ? requestHeader(slot.name) : readHeader(map, slot.name);
-    for (let c = 0, m = slot.bits.length; c < m; c++) {
-      let b = unchecked(slot.bits[c]);
-      if ((alive & b) == 0) continue;
-      let kind = unchecked(slot.kinds[c]);
-      let ok = kind == HDR_PRESENT ? n > 0 : kind == HDR_ABSENT ? n == 0 : unchecked(slot.globs[c]).matches(valuePtr, n);
-      if (!ok) alive &= ~b;
-    }
+    alive &= ~(n > 0 ? slot.absent : slot.present);
+    if ((alive & slot.globBits) != 0) alive &= ~slot.globBits | <u32>slot.globs.matchMask(valuePtr, n);
   }
   return alive;
 }

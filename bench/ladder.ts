@@ -7,7 +7,9 @@
  * One single-worker Envoy per rung, measured in alternation with wrk; the figure of merit is Envoy's CPU
  * time per request, minus the floor's. Not part of npm test.
  *
- * Options: --duration <s> (3), --reps <n> (5), --connections <n> (16), --only <comma-separated rung names>.
+ * Options: --duration <s> (3), --reps <n> (5), --connections <n> (16), --only <comma-separated rung names>,
+ * --times <n> (1: each rung's request-path interactions made n times per request, to lift one
+ * interaction's cost above this machine's noise; the figures are then n times the cost).
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -33,9 +35,11 @@ type Step =
   | "connection_id" // property connection.id
   | "header_absent" // request header that wrk never sends (no copy-out)
   | "header_present" // request header :path (a copy-out)
+  | "user_agent" // request header user-agent (a copy-out of the 110-byte Chrome User-Agent wrk sends)
   | "five_headers" // what ten custom rules read: :method and :path (present), x-probe, sec-fetch-mode, cookie (absent)
   | "header_pairs" // the whole request header map in one call (one copy-out)
   | "shared_get_set" // shared-data get (384-byte value, a copy-out) and a CAS set of the same value
+  | "shared_get_set_704" // the same with a 704-byte value (a set of the table with ten custom rules)
   | "metric"; // proxy_increment_metric on a counter defined at configure
 
 /** The rungs: a name, what it adds to the floor, and a one-line label. */
@@ -50,9 +54,11 @@ const RUNGS: [string, Step[], string][] = [
   ["peer_san", ["peer_san"], "+ property connection.uri_san_peer_certificate (absent)"],
   ["header_absent", ["header_absent"], "+ one absent request header"],
   ["header_present", ["header_present"], "+ one present request header (:path)"],
+  ["user_agent", ["user_agent"], "+ the User-Agent request header"],
   ["header_pairs", ["header_pairs"], "+ the request header map in one call"],
   ["five_headers", ["five_headers"], "+ five request headers, two present (what ten custom rules read)"],
   ["shared_get_set", ["shared_get_set"], "+ shared-data get and set (384 bytes)"],
+  ["shared_get_set_704", ["shared_get_set_704"], "+ shared-data get and set (704 bytes)"],
   ["metric", ["metric"], "+ one counter increment"],
   ["no_context_create", ["no_context_create"], "- proxy_on_context_create (not exported)"],
   ["on_log_status", ["no_context_create", "on_log", "status"], "- proxy_on_context_create, + proxy_on_log reading :status"],
@@ -67,7 +73,7 @@ const RUNGS: [string, Step[], string][] = [
 const WASI = "wasi_snapshot_preview1";
 
 /** The WAT text of a rung: the floor module plus the steps. */
-export function rungWat(steps: Step[]): string {
+export function rungWat(steps: Step[], times = 1): string {
   const has = (s: Step) => steps.includes(s);
   const data: string[] = [];
   let at = 1024;
@@ -104,7 +110,7 @@ export function rungWat(steps: Step[]): string {
     if (has("peer_san")) property("connection\0uri_san_peer_certificate");
     if (has("connection_id")) property("connection\0id");
   }
-  if (has("header_absent") || has("header_present") || has("status") || has("five_headers")) {
+  if (has("header_absent") || has("header_present") || has("user_agent") || has("status") || has("five_headers")) {
     imports.push(`(import "env" "proxy_get_header_map_value" (func $header (param i32 i32 i32 i32 i32) (result i32)))`);
     const header = (to: string[], map: number, name: string) => {
       const [p, n] = str(name);
@@ -112,6 +118,7 @@ export function rungWat(steps: Step[]): string {
     };
     if (has("header_absent")) header(body, 0, "x-probe");
     if (has("header_present")) header(body, 0, ":path");
+    if (has("user_agent")) header(body, 0, "user-agent");
     if (has("five_headers")) for (const h of [":method", ":path", "x-probe", "sec-fetch-mode", "cookie"]) header(body, 0, h);
     if (has("status")) header(resp, 2, ":status");
     if (has("status") && has("on_log") && !has("on_response_headers")) logBody.push(...resp.splice(0));
@@ -120,14 +127,15 @@ export function rungWat(steps: Step[]): string {
     imports.push(`(import "env" "proxy_get_header_map_pairs" (func $pairs (param i32 i32 i32) (result i32)))`);
     body.push(get(`call $pairs (i32.const 0) (i32.const ${OUT}) (i32.const ${OUT + 4})`));
   }
-  if (has("shared_get_set")) {
+  if (has("shared_get_set") || has("shared_get_set_704")) {
+    const size = has("shared_get_set_704") ? 704 : 384;
     imports.push(`(import "env" "proxy_get_shared_data" (func $sget (param i32 i32 i32 i32 i32) (result i32)))`);
     imports.push(`(import "env" "proxy_set_shared_data" (func $sset (param i32 i32 i32 i32 i32) (result i32)))`);
     const [k, kn] = str("bench-ladder-key");
-    // The value is created at configure (384 zero bytes at 4096); each request reads it and writes it back.
-    configure.push(get(`call $sset (i32.const ${k}) (i32.const ${kn}) (i32.const 4096) (i32.const 384) (i32.const 0)`));
+    // The value is created at configure (zero bytes at 4096); each request reads it and writes it back.
+    configure.push(get(`call $sset (i32.const ${k}) (i32.const ${kn}) (i32.const 4096) (i32.const ${size}) (i32.const 0)`));
     body.push(get(`call $sget (i32.const ${k}) (i32.const ${kn}) (i32.const ${OUT}) (i32.const ${OUT + 4}) (i32.const ${OUT + 8})`));
-    body.push(get(`call $sset (i32.const ${k}) (i32.const ${kn}) (i32.load (i32.const ${OUT})) (i32.const 384) (i32.load (i32.const ${OUT + 8}))`));
+    body.push(get(`call $sset (i32.const ${k}) (i32.const ${kn}) (i32.load (i32.const ${OUT})) (i32.const ${size}) (i32.load (i32.const ${OUT + 8}))`));
   }
   if (has("metric")) {
     imports.push(`(import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))`);
@@ -136,6 +144,8 @@ export function rungWat(steps: Step[]): string {
     configure.push(get(`call $define (i32.const 0) (i32.const ${p}) (i32.const ${n}) (i32.const ${OUT + 24})`));
     body.push(get(`call $inc (i32.load (i32.const ${OUT + 24})) (i64.const 1)`));
   }
+  // --times: the request's interactions repeated, so that one interaction's cost stands above the noise.
+  const requestBody = Array.from({ length: times }, () => body.join(" ")).join(" ");
   const exports: string[] = [];
   if (has("on_delete")) exports.push(`(func (export "proxy_on_delete") (param i32))`);
   if (has("on_log")) exports.push(`(func (export "proxy_on_log") (param i32) (global.set $next (i32.const 65536)) ${logBody.join(" ")})`);
@@ -159,13 +169,13 @@ export function rungWat(steps: Step[]): string {
   (func (export "proxy_on_configure") (param i32 i32) (result i32) ${configure.join(" ")} (i32.const 1))
   ${has("no_context_create") ? "" : '(func (export "proxy_on_context_create") (param i32 i32))'}
   ;; each callback resets the bump allocator: a value is used only within the callback that read it
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (global.set $next (i32.const 65536)) ${body.join(" ")} (i32.const 0))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (global.set $next (i32.const 65536)) ${requestBody} (i32.const 0))
   ${exports.join("\n  ")})
 `;
 }
 
-function parseArgs(argv: string[]): { duration: number; reps: number; connections: number; only: string[] | null } {
-  const o = { duration: 3, reps: 5, connections: 16, only: null as string[] | null };
+function parseArgs(argv: string[]): { duration: number; reps: number; connections: number; times: number; only: string[] | null } {
+  const o = { duration: 3, reps: 5, connections: 16, times: 1, only: null as string[] | null };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
     if (key === "only") {
@@ -174,7 +184,7 @@ function parseArgs(argv: string[]): { duration: number; reps: number; connection
       continue;
     }
     const n = Number(argv[i + 1]);
-    if (!(key in o) || !Number.isFinite(n) || n <= 0) throw new Error(`bad option ${argv[i]} ${argv[i + 1] ?? ""} (options: --duration, --reps, --connections, --only)`);
+    if (!(key in o) || !Number.isFinite(n) || n <= 0) throw new Error(`bad option ${argv[i]} ${argv[i + 1] ?? ""} (options: --duration, --reps, --connections, --times, --only)`);
     (o as unknown as Record<string, number>)[key] = n;
   }
   return o;
@@ -190,7 +200,7 @@ async function main(): Promise<void> {
   const entries: { label: string; filters: HttpFilterSpec[] }[] = [{ label: "no filter", filters: [] }];
   for (const [name, steps, label] of rungs) {
     const rel = join("build", "extra", "ladder", `${name}.wat`);
-    writeFileSync(join(REPO_ROOT, rel), rungWat(steps));
+    writeFileSync(join(REPO_ROOT, rel), rungWat(steps, o.times));
     const wasmPath = await assembleWat(rel, `ladder-${name}.wasm`);
     entries.push({ label, filters: [{ kind: "wasm", namespace: "bench", name, pluginName: name, pluginConfig: "", wasmPath }] });
   }

@@ -280,3 +280,27 @@ test("beside custom rules that only look at responses, the built-in userAgent ru
   assert.equal(bans(h)[0]?.rule, "userAgent");
   assertHostClean(h);
 });
+
+test("one User-Agent pass serves a custom rule and the built-in rule: each counts only its own patterns, and a disabled built-in rule counts nothing", async () => {
+  const scanners = { name: "scanners", take: { request: { userAgent: ["*sqlmap*", "*nikto*"] } }, limit: { requests: 1, per: "1h" }, ban: "1h" };
+  const builtIn = { match: ["curl/*", "*sqlmap*"], limit: { requests: 1, per: "1h" }, ban: "1h" };
+  const off = { rate: { enabled: false }, errors: { enabled: false } };
+  const h = await start({ clientAddress: { source: "peer" }, rules: { ...off, userAgent: builtIn, custom: [scanners] } });
+  const as = (peer: string, ua: string) => ({ peer, headers: { "user-agent": ua } });
+  const banOf = (peer: string, ua: string) => {
+    assertPassed(h.vm(0).send(as(peer, ua)));
+    assertDenied(h.vm(0).send(as(peer, ua)), 403, ua);
+    return bans(h).at(-1)?.rule;
+  };
+  assert.equal(banOf("203.0.113.50:1", "curl/8.5.0"), "userAgent", "curl/*: the built-in rule's pattern only");
+  assert.equal(banOf("203.0.113.51:1", "Nikto/2.5"), "scanners", "*nikto*: the custom rule's pattern only");
+  assert.equal(banOf("203.0.113.52:1", "sqlmap/1.7"), "userAgent", "*sqlmap*: both; the built-in rule is evaluated first");
+  assertHostClean(h);
+
+  const g = await start({ clientAddress: { source: "peer" }, rules: { ...off, userAgent: { ...builtIn, enabled: false }, custom: [scanners] } });
+  for (let i = 0; i < 3; i++) assertPassed(g.vm(0).send(as("203.0.113.53:1", "curl/8.5.0")), "the built-in rule is off");
+  assertPassed(g.vm(0).send(as("203.0.113.54:1", "sqlmap/1.7")));
+  assertDenied(g.vm(0).send(as("203.0.113.54:1", "sqlmap/1.7")), 403, "the custom rule still matches");
+  assert.equal(bans(g).at(-1)?.rule, "scanners");
+  assertHostClean(g);
+});

@@ -151,3 +151,46 @@ describe("GlobSet", () => {
     }
   });
 });
+
+// The masks of the patterns a subject matches, as the custom rules' matchers use them (one bit per matcher).
+function maskOf(set: GlobSet, subject: string): u64 {
+  let s = String.UTF8.encode(subject);
+  return set.matchMask(changetype<usize>(s), s.byteLength);
+}
+
+describe("GlobSet masks", () => {
+  it("ORs the masks of every matching pattern of every shape, not only the first", () => {
+    let names = ["/admin", "/api/*", "*.bak", "*secret*", "/a?i/*", "*"];
+    let masks: u64[] = [1, 2, 4, 8, 16, 32];
+    let pats: ArrayBuffer[] = [];
+    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
+    let set = new GlobSet(pats, masks);
+    expect(set.union).toBe(63);
+    expect(maskOf(set, "/admin")).toBe(1 | 32);
+    expect(maskOf(set, "/api/secret.bak")).toBe(2 | 4 | 8 | 16 | 32);
+    expect(maskOf(set, "/API/x")).toBe(2 | 16 | 32);
+    expect(maskOf(set, "/other")).toBe(32);
+  });
+
+  it("finds each infix literal among several sharing a first byte, wherever it starts", () => {
+    let names = ["*nmap*", "*nikto*", "*nuclei*", "*zgrab*", "*nuclei*"];
+    let masks: u64[] = [1, 2, 4, 8, (<u64>1) << 32];
+    let pats: ArrayBuffer[] = [];
+    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
+    let set = new GlobSet(pats, masks);
+    expect(maskOf(set, "Nuclei and NMAP")).toBe(1 | 4 | ((<u64>1) << 32));
+    expect(maskOf(set, "x-nikto")).toBe(2);
+    expect(maskOf(set, "zgra")).toBe(0);
+    expect(maskOf(set, "")).toBe(0);
+  });
+
+  it("is zero for an empty set, and matches agrees with a non-zero mask", () => {
+    let empty = new GlobSet([]);
+    expect(maskOf(empty, "anything")).toBe(0);
+    let set = new GlobSet([String.UTF8.encode("*sqlmap*")], [8]);
+    let s = String.UTF8.encode("SQLMap/1.7");
+    expect(set.matches(changetype<usize>(s), s.byteLength)).toBe(true);
+    expect(maskOf(set, "SQLMap/1.7")).toBe(8);
+    expect(maskOf(set, "sqlma")).toBe(0);
+  });
+});
