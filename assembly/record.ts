@@ -100,22 +100,23 @@ export function init(r: usize, hi: u64, lo: u64, now: u64, cfg: Config): void {
 /** Brings every bucket up to `now` and forgets ban history older than forgetAfter. */
 export function advance(r: usize, now: u64, cfg: Config): void {
   let last = updated(r);
+  let buckets = cfg.custom.buckets;
   if (now > last) {
+    // refill never returns more than the capacity, so this also clamps.
     let elapsed = now - last;
     for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
-    let buckets = cfg.custom.buckets;
     for (let j = 0, n = buckets.length; j < n; j++) setCustomTokens(r, j, refill(customTokens(r, j), elapsed, unchecked(buckets[j])));
     store<u64>(r, now, O_UPDATED);
-  }
-  // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
-  for (let i = 0; i < 3; i++) {
-    let cap = <f64>cfg.rules[i].requests;
-    if (tokens(r, i) > cap) setTokens(r, i, cap);
-  }
-  let buckets = cfg.custom.buckets;
-  for (let j = 0, n = buckets.length; j < n; j++) {
-    let cap = <f64>unchecked(buckets[j]).requests;
-    if (customTokens(r, j) > cap) setCustomTokens(r, j, cap);
+  } else {
+    // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
+    for (let i = 0; i < 3; i++) {
+      let cap = <f64>cfg.rules[i].requests;
+      if (tokens(r, i) > cap) setTokens(r, i, cap);
+    }
+    for (let j = 0, n = buckets.length; j < n; j++) {
+      let cap = <f64>unchecked(buckets[j]).requests;
+      if (customTokens(r, j) > cap) setCustomTokens(r, j, cap);
+    }
   }
   let until = banUntil(r);
   if (strikes(r) > 0 && now >= until && now - until >= cfg.forgetAfterMs) setStrikes(r, 0);
