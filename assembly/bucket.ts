@@ -9,9 +9,15 @@ export const EPSILON: f64 = 1e-6;
 
 /** The level of a bucket after `elapsedMs` of refill, capped at the rule's capacity. */
 export function refill(level: f64, elapsedMs: u64, rule: Rule): f64 {
-  let cap = <f64>rule.requests;
-  if (elapsedMs >= rule.perMs && level >= 0) return cap; // a full window refills any bucket not in debt (delay.ts)
-  let v = level + <f64>elapsedMs * rule.refillPerMs;
+  return refillWith(level, elapsedMs, <f64>rule.requests, <f64>rule.perMs, rule.refillPerMs);
+}
+
+/** refill with the rule's capacity, window (ms) and refill per ms given as numbers. */
+// @ts-ignore: decorator
+@inline
+export function refillWith(level: f64, elapsedMs: u64, cap: f64, perMs: f64, refillPerMs: f64): f64 {
+  if (<f64>elapsedMs >= perMs && level >= 0) return cap; // a full window refills any bucket not in debt (delay.ts)
+  let v = level + <f64>elapsedMs * refillPerMs;
   return v > cap ? cap : v;
 }
 

@@ -568,6 +568,7 @@ export function parseConfig(text: string): ParseResult {
   let res = new ParseResult();
   let cfg = new Config();
   if (text.trim().length == 0) {
+    cfg.custom.plan.finish(cfg.uaPatterns);
     res.config = cfg;
     return res;
   }

@@ -47,23 +47,11 @@ const EMPTY = new ArrayBuffer(0);
 
 // A packed literal: [u32 length][u64 mask][bytes].
 const HEAD: usize = 12;
-
-// Packs literals with their masks (see HEAD) into one buffer, so a match walks memory without bounds
-// checks or calls.
-function pack(items: ArrayBuffer[], masks: u64[]): ArrayBuffer {
-  let size = 0;
-  for (let i = 0; i < items.length; i++) size += <i32>HEAD + items[i].byteLength;
-  let out = new ArrayBuffer(size);
-  let q = changetype<usize>(out);
-  for (let i = 0; i < items.length; i++) {
-    let n = <usize>items[i].byteLength;
-    store<u32>(q, <u32>n);
-    store<u64>(q, masks[i], 4);
-    memory.copy(q + HEAD, changetype<usize>(items[i]), n);
-    q += HEAD + n;
-  }
-  return out;
-}
+// Literal shapes, in their packing order: "lit", "lit*", "*lit", "*lit*".
+const SHAPE_EXACT = 0;
+const SHAPE_PREFIX = 1;
+const SHAPE_SUFFIX = 2;
+const SHAPE_INFIX = 3;
 
 /**
  * A list of lowercased glob patterns compiled once for matching one subject against all of them, each
@@ -77,15 +65,20 @@ function pack(items: ArrayBuffer[], masks: u64[]): ArrayBuffer {
 export class GlobSet {
   // Masks of the patterns that match everything ("*").
   private all: u64 = 0;
-  // Literals by shape, packed (see pack); infix sorted by first byte.
-  private exact: ArrayBuffer = EMPTY;
-  private prefix: ArrayBuffer = EMPTY;
-  private suffix: ArrayBuffer = EMPTY;
-  private infix: ArrayBuffer = EMPTY;
+  // The literals by shape, packed one after the other in one buffer (see packAt), so that a match touches
+  // few cache lines: exact ones up to exactEnd, then prefixes, suffixes, and the infix literals sorted by
+  // first byte (offsets into data).
+  private data: ArrayBuffer = EMPTY;
+  private exactEnd: usize = 0;
+  private prefixEnd: usize = 0;
+  private suffixEnd: usize = 0;
+  private infixEnd: usize = 0;
+  private otherCount: i32 = 0;
   private other: ArrayBuffer[] = [];
   private otherMasks: u64[] = [];
-  // By byte: 1 + the offset in `infix` of the first literal starting with it, or 0.
-  private firsts: StaticArray<u32> = new StaticArray<u32>(256);
+  // By byte: 1 + the offset in data of the first infix literal starting with it, or 0 (allocated only
+  // when there are infix literals).
+  private firsts: StaticArray<u32> = new StaticArray<u32>(0);
   /** The OR of every pattern's mask. */
   union: u64 = 0;
   /** Number of patterns. */
@@ -94,8 +87,10 @@ export class GlobSet {
   /** Compiles `patterns`; pattern i carries masks[i] (1 for every pattern when masks is null). */
   constructor(patterns: ArrayBuffer[], masks: u64[] | null = null) {
     this.size = patterns.length;
-    let exact: ArrayBuffer[] = [], prefix: ArrayBuffer[] = [], suffix: ArrayBuffer[] = [], infix: ArrayBuffer[] = [];
-    let exactM: u64[] = [], prefixM: u64[] = [], suffixM: u64[] = [], infixM: u64[] = [];
+    // Each literal pattern's sort key (shape << 8 | the first byte of an infix literal), its literal and mask,
+    // kept sorted by key (insertion, stable).
+    let keys: i32[] = [], lits: ArrayBuffer[] = [], litMasks: u64[] = [];
+    let size = 0;
     for (let i = 0; i < patterns.length; i++) {
       let pat = patterns[i];
       let mask: u64 = masks === null ? 1 : masks[i];
@@ -114,37 +109,49 @@ export class GlobSet {
         this.otherMasks.push(mask);
         continue;
       }
-      let lit = pat.slice(<i32>lead, <i32>end);
       let trail = end < pn;
-      if (lead == 0 && !trail) { exact.push(lit); exactM.push(mask); }
-      else if (lead == 0) { prefix.push(lit); prefixM.push(mask); }
-      else if (!trail) { suffix.push(lit); suffixM.push(mask); }
-      else if (lit.byteLength == 0) this.all |= mask; // "*" or "**"
-      else {
-        // Insertion by first byte keeps each byte's literals together.
-        let first = load<u8>(changetype<usize>(lit));
-        infix.push(lit);
-        infixM.push(mask);
-        let at = infix.length - 1;
-        while (at > 0 && load<u8>(changetype<usize>(infix[at - 1])) > first) {
-          infix[at] = infix[at - 1];
-          infixM[at] = infixM[at - 1];
-          at--;
-        }
-        infix[at] = lit;
-        infixM[at] = mask;
+      if (lead == 1 && trail && end == lead) { this.all |= mask; continue; } // "*" or "**"
+      let shape = lead == 0 ? (trail ? SHAPE_PREFIX : SHAPE_EXACT) : trail ? SHAPE_INFIX : SHAPE_SUFFIX;
+      let key = shape << 8 | (shape == SHAPE_INFIX ? <i32>load<u8>(p + lead) : 0);
+      let lit = pat.slice(<i32>lead, <i32>end);
+      size += <i32>HEAD + lit.byteLength;
+      keys.push(key);
+      lits.push(lit);
+      litMasks.push(mask);
+      for (let at = keys.length - 1; at > 0 && keys[at - 1] > key; at--) {
+        keys[at] = keys[at - 1];
+        lits[at] = lits[at - 1];
+        litMasks[at] = litMasks[at - 1];
+        keys[at - 1] = key;
+        lits[at - 1] = lit;
+        litMasks[at - 1] = mask;
       }
     }
-    this.exact = pack(exact, exactM);
-    this.prefix = pack(prefix, prefixM);
-    this.suffix = pack(suffix, suffixM);
-    this.infix = pack(infix, infixM);
-    let off: u32 = 0;
-    for (let i = 0; i < infix.length; i++) {
-      let first = <i32>load<u8>(changetype<usize>(infix[i]));
-      if (unchecked(this.firsts[first]) == 0) unchecked(this.firsts[first] = off + 1);
-      off += <u32>HEAD + <u32>infix[i].byteLength;
+    this.otherCount = this.other.length;
+    let data = new ArrayBuffer(size);
+    let base = changetype<usize>(data);
+    let q = base;
+    let ends = new StaticArray<usize>(4);
+    for (let i = 0; i < lits.length; i++) {
+      let key = keys[i];
+      let shape = key >> 8;
+      if (shape == SHAPE_INFIX) {
+        if (this.firsts.length == 0) this.firsts = new StaticArray<u32>(256);
+        let first = key & 0xff;
+        if (this.firsts[first] == 0) this.firsts[first] = <u32>(q - base) + 1;
+      }
+      let n = <usize>lits[i].byteLength;
+      store<u32>(q, <u32>n);
+      store<u64>(q, litMasks[i], 4);
+      memory.copy(q + HEAD, changetype<usize>(lits[i]), n);
+      q += HEAD + n;
+      for (let k = shape; k < 4; k++) ends[k] = q - base;
     }
+    this.exactEnd = ends[SHAPE_EXACT];
+    this.prefixEnd = ends[SHAPE_PREFIX];
+    this.suffixEnd = ends[SHAPE_SUFFIX];
+    this.infixEnd = ends[SHAPE_INFIX];
+    this.data = data;
   }
 
   /** Whether the n subject bytes at s match any pattern (ASCII case-insensitively). */
@@ -163,8 +170,9 @@ export class GlobSet {
     let acc = this.all;
     if (acc == full || (any && acc != 0)) return acc;
     let sn = <usize>n;
-    let q = changetype<usize>(this.exact);
-    let end = q + <usize>this.exact.byteLength;
+    let base = changetype<usize>(this.data);
+    let q = base;
+    let end = base + this.exactEnd;
     while (q < end) {
       let ln = <usize>load<u32>(q);
       if (ln == sn && equalFold(s, q + HEAD, ln)) {
@@ -173,8 +181,7 @@ export class GlobSet {
       }
       q += HEAD + ln;
     }
-    q = changetype<usize>(this.prefix);
-    end = q + <usize>this.prefix.byteLength;
+    end = base + this.prefixEnd;
     while (q < end) {
       let ln = <usize>load<u32>(q);
       if (ln <= sn && equalFold(s, q + HEAD, ln)) {
@@ -183,8 +190,7 @@ export class GlobSet {
       }
       q += HEAD + ln;
     }
-    q = changetype<usize>(this.suffix);
-    end = q + <usize>this.suffix.byteLength;
+    end = base + this.suffixEnd;
     while (q < end) {
       let ln = <usize>load<u32>(q);
       if (ln <= sn && equalFold(s + sn - ln, q + HEAD, ln)) {
@@ -193,16 +199,15 @@ export class GlobSet {
       }
       q += HEAD + ln;
     }
-    let infix = changetype<usize>(this.infix);
-    let infixEnd = infix + <usize>this.infix.byteLength;
-    if (infix < infixEnd) {
+    let infixEnd = base + this.infixEnd;
+    if (q < infixEnd) {
       let firsts = changetype<usize>(this.firsts);
       for (let at: usize = 0; at < sn; at++) {
         let c = fold(<u32>load<u8>(s + at));
         let o = <usize>load<u32>(firsts + (<usize>c << 2));
         if (o == 0) continue;
         let left = sn - at;
-        q = infix + o - 1;
+        q = base + o - 1;
         while (q < infixEnd && <u32>load<u8>(q + HEAD) == c) {
           let ln = <usize>load<u32>(q);
           if (ln <= left && equalFold(s + at + 1, q + HEAD + 1, ln - 1)) {
@@ -213,7 +218,8 @@ export class GlobSet {
         }
       }
     }
-    for (let i = 0, k = this.other.length; i < k; i++) {
+    if (this.otherCount == 0) return acc;
+    for (let i = 0, k = this.otherCount; i < k; i++) {
       let pat = unchecked(this.other[i]);
       if (globMatch(changetype<usize>(pat), <usize>pat.byteLength, s, sn)) {
         acc |= unchecked(this.otherMasks[i]);

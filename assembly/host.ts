@@ -109,9 +109,14 @@ export const RESPONSE_TRAILERS: i32 = 3;
 
 /** Reads a header's value into the scratch region; returns its length (0 when absent) and sets valuePtr. */
 export function readHeader(map: i32, name: ArrayBuffer): i32 {
+  return readHeaderAt(map, changetype<usize>(name), <usize>name.byteLength);
+}
+
+/** readHeader with the name's `len` bytes at `name`. */
+export function readHeaderAt(map: i32, name: usize, len: usize): i32 {
   store<u64>(OUT, 0);
   scratchArmed = true;
-  return finishRead(imports.proxy_get_header_map_value(map, changetype<usize>(name), name.byteLength, OUT, OUT + 4));
+  return finishRead(imports.proxy_get_header_map_value(map, name, len, OUT, OUT + 4));
 }
 
 /**
@@ -148,13 +153,18 @@ export function beginRequest(whole: bool): void {
  * was read whole.
  */
 export function requestHeader(name: ArrayBuffer): i32 {
-  if (!wholeMap) return readHeader(REQUEST_HEADERS, name);
+  return requestHeaderAt(changetype<usize>(name), <usize>name.byteLength);
+}
+
+/** requestHeader with the name's `len` bytes at `name`. */
+export function requestHeaderAt(name: usize, len: usize): i32 {
+  if (!wholeMap) return readHeaderAt(REQUEST_HEADERS, name, len);
   if (!mapRead) {
     mapRead = true;
     mapLen = readPairs(REQUEST_HEADERS);
     mapPtr = valuePtr;
   }
-  return findPair(mapPtr, mapLen, name);
+  return findPairAt(mapPtr, mapLen, name, len);
 }
 
 /**
@@ -162,18 +172,22 @@ export function requestHeader(name: ArrayBuffer): i32 {
  * value's length (0 when absent) and sets valuePtr. Malformed pairs, which Envoy never sends, read as absent.
  */
 export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
+  return findPairAt(p, n, changetype<usize>(name), <usize>name.byteLength);
+}
+
+/** findPair with the name's `want` bytes at `name`. */
+export function findPairAt(p: usize, n: i32, name: usize, want: usize): i32 {
   valuePtr = 0;
   if (n < 4) return 0;
   let end = p + <usize>n;
   let count = <usize>load<u32>(p);
   if (count > (<usize>n - 4) / 8) return 0;
   let data = p + 4 + count * 8;
-  let want = <usize>name.byteLength;
   for (let i: usize = 0; i < count; i++) {
     let nl = <usize>load<u32>(p + 4 + i * 8);
     let vl = <usize>load<u32>(p + 8 + i * 8);
     if (nl > end - data || vl + 2 > end - data - nl) return 0;
-    if (nl == want && memory.compare(data, changetype<usize>(name), want) == 0) {
+    if (nl == want && memory.compare(data, name, want) == 0) {
       valuePtr = vl == 0 ? 0 : data + nl + 1;
       return <i32>vl;
     }

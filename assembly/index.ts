@@ -29,7 +29,6 @@ import { anySpiffeMatch, peerIdentityName, ID_BUF, idLen, HIDDEN_PEER_HI, HIDDEN
 import { readHeader, requestHeader, beginRequest, valuePtr, hostBytes, resetHostBytes, bytes, readProperty, RESPONSE_HEADERS, RESPONSE_TRAILERS } from "./host";
 import { clockMs } from "./clock";
 import { pathUnder } from "./paths";
-import { GlobSet } from "./glob";
 import { Table, FAILED, pluginPrefix } from "./table";
 import { cachedBanUntil, rememberBan, startBanCache, checkLifts } from "./ban-cache";
 import { Ranges } from "./ranges";
@@ -67,7 +66,6 @@ function settle(): void {
 }
 
 const PATH = bytes(":path");
-const USER_AGENT = bytes("user-agent");
 const PLUGIN_NAME = bytes("plugin_name");
 const PLUGIN_ROOT_ID = bytes("plugin_root_id");
 const GRPC_STATUS = bytes("grpc-status");
@@ -132,8 +130,6 @@ class GuardRoot extends RootContext {
   decisions: Decisions | null = null;
   /** Requests may read two or more headers: read the header map whole (host.ts beginRequest). */
   wholeHeaders: bool = false;
-  /** The userAgent rule's patterns, compiled. */
-  uaSet: GlobSet = new GlobSet([]);
   private defined: bool = false;
   // The tick period when no request is held (see onConfigure), and when the tick last did its periodic work.
   private idleTickMs: u32 = TICK_MS;
@@ -156,7 +152,6 @@ class GuardRoot extends RootContext {
     let cfg = changetype<Config>(res.config);
     this.config = cfg;
     this.wholeHeaders = requestHeaderReads(cfg) >= 2;
-    this.uaSet = new GlobSet(cfg.uaPatterns);
     let plugin = pluginIdentity();
     let table = new Table(cfg.capacity, plugin, cfg);
     this.table = table;
@@ -366,16 +361,14 @@ class GuardHttp {
     let ruleSet = mesh ? cfg.meshRules : cfg.rules;
     let ua = false;
     let bits: u32 = 0;
-    if (cfg.custom.rules.length > 0) {
-      // The custom rules' matchers, reading the User-Agent once for them and the built-in rule.
-      let plan = cfg.custom.plan;
-      bits = plan.matchRequest(ruleSet[RULE_UA].enabled);
+    let plan = cfg.custom.plan;
+    let uaOn = ruleSet[RULE_UA].enabled;
+    if (plan.allBits != 0 || uaOn) {
+      // The custom rules' matchers and the built-in userAgent rule's patterns, one User-Agent read for both.
+      bits = plan.matchRequest(uaOn);
       ua = plan.builtInUa;
       this.pending = bits & plan.responseBits;
       bits &= ~plan.responseBits;
-    } else if (ruleSet[RULE_UA].enabled) {
-      let n = requestHeader(USER_AGENT);
-      ua = this.guard.uaSet.matches(valuePtr, n);
     }
     custom.setBits(bits);
     let table = changetype<Table>(this.guard.table);

@@ -8,7 +8,7 @@
 // still matching, bit 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
 // expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, requestHeader, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, readHeaderAt, requestHeader, requestHeaderAt, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { GlobSet } from "./glob";
 
 /** A header condition: the header must be present. */
@@ -73,8 +73,7 @@ class Slot {
   present: u32 = 0;
   absent: u32 = 0;
   globBits: u32 = 0;
-  /** The glob conditions on this header, each with its matcher's bit, compiled by Plan.finish. */
-  globs: GlobSet = NO_GLOBS;
+  /** The glob conditions on this header, each with its matcher's bit (compiled by Plan.finish). */
   globList: ArrayBuffer[] = [];
   globMasks: u64[] = [];
 
@@ -103,6 +102,9 @@ function equalBytes(p: usize, n: i32, b: ArrayBuffer): bool {
 
 const NO_GLOBS = new GlobSet([]);
 
+// Bytes before the name of a packed slot (Plan.packSlots).
+const SLOT_HEAD: usize = 24;
+
 /** The mask bit of the built-in userAgent rule's patterns in the plan's User-Agent set (above the 32 matcher bits). */
 const BUILT_IN_UA: u64 = (<u64>1) << 32;
 
@@ -130,9 +132,11 @@ export class Plan {
   private pathGlobBits: u32 = 0;
   private queryPresentBits: u32 = 0;
   private queryAbsentBits: u32 = 0;
-  // The distinct method names, each with the bits of the matchers listing it.
+  // The distinct method names, each with the bits of the matchers listing it; packed by finish as
+  // [u32 length][u32 bits][name] each, in one buffer.
   private methodNames: ArrayBuffer[] = [];
   private methodMasks: u32[] = [];
+  private methodData: ArrayBuffer = new ArrayBuffer(0);
   // Every path glob, every User-Agent glob (and the built-in rule's, as BUILT_IN_UA), with their bits.
   private pathList: ArrayBuffer[] = [];
   private pathMasks: u64[] = [];
@@ -144,6 +148,10 @@ export class Plan {
   private statusMasks: StaticArray<u32> = new StaticArray<u32>(0);
   private requestSlots: Slot[] = [];
   private responseSlots: Slot[] = [];
+  // The slots packed by finish (see packSlots), and their glob sets by index.
+  private requestSlotData: ArrayBuffer = new ArrayBuffer(0);
+  private responseSlotData: ArrayBuffer = new ArrayBuffer(0);
+  private slotGlobs: GlobSet[] = [];
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
@@ -221,15 +229,66 @@ export class Plan {
       masks.push(BUILT_IN_UA);
     }
     this.uaSet = new GlobSet(list, masks);
-    this.compileSlots(this.requestSlots);
-    this.compileSlots(this.responseSlots);
+    let size = 0;
+    for (let i = 0; i < this.methodNames.length; i++) size += 8 + this.methodNames[i].byteLength;
+    let data = new ArrayBuffer(size);
+    let q = changetype<usize>(data);
+    for (let i = 0; i < this.methodNames.length; i++) {
+      let name = this.methodNames[i];
+      store<u32>(q, <u32>name.byteLength);
+      store<u32>(q, this.methodMasks[i], 4);
+      memory.copy(q + 8, changetype<usize>(name), <usize>name.byteLength);
+      q += 8 + <usize>name.byteLength;
+    }
+    this.methodData = data;
+    this.requestSlotData = this.packSlots(this.requestSlots);
+    this.responseSlotData = this.packSlots(this.responseSlots);
   }
 
-  private compileSlots(slots: Slot[]): void {
+  // Packs slots into one buffer, each as SLOT_HEAD bytes ([u32 name length][u32 any][u32 present]
+  // [u32 absent][u32 globBits][u32 index in slotGlobs]) and the name, so evaluating them touches few cache lines.
+  private packSlots(slots: Slot[]): ArrayBuffer {
+    let size = 0;
+    for (let i = 0; i < slots.length; i++) size += <i32>SLOT_HEAD + slots[i].name.byteLength;
+    let data = new ArrayBuffer(size);
+    let q = changetype<usize>(data);
     for (let i = 0; i < slots.length; i++) {
       let s = slots[i];
-      if (s.globList.length > 0) s.globs = new GlobSet(s.globList, s.globMasks);
+      let globIndex: u32 = 0;
+      if (s.globList.length > 0) {
+        globIndex = <u32>this.slotGlobs.length;
+        this.slotGlobs.push(new GlobSet(s.globList, s.globMasks));
+      }
+      store<u32>(q, <u32>s.name.byteLength);
+      store<u32>(q, s.any, 4);
+      store<u32>(q, s.present, 8);
+      store<u32>(q, s.absent, 12);
+      store<u32>(q, s.globBits, 16);
+      store<u32>(q, globIndex, 20);
+      memory.copy(q + SLOT_HEAD, changetype<usize>(s.name), <usize>s.name.byteLength);
+      q += SLOT_HEAD + <usize>s.name.byteLength;
     }
+    return data;
+  }
+
+  // Reads each packed slot's header once (skipping slots no alive matcher needs) and clears the bits of
+  // the matchers whose condition on it fails.
+  private evalSlots(data: ArrayBuffer, map: i32, alive: u32): u32 {
+    let q = changetype<usize>(data);
+    let end = q + <usize>data.byteLength;
+    while (q < end) {
+      let len = <usize>load<u32>(q);
+      let name = q + SLOT_HEAD;
+      let any = load<u32>(q, 4);
+      if ((alive & any) != 0) {
+        let n = map == REQUEST_HEADERS ? requestHeaderAt(name, len) : readHeaderAt(map, name, len);
+        alive &= ~(n > 0 ? load<u32>(q, 12) : load<u32>(q, 8));
+        let globBits = load<u32>(q, 16);
+        if ((alive & globBits) != 0) alive &= ~globBits | <u32>unchecked(this.slotGlobs[load<u32>(q, 20)]).matchMask(valuePtr, n);
+      }
+      q = name + len;
+    }
+    return alive;
   }
 
   /** Header names read on requests (beyond :method, :path and user-agent), for tests and docs. */
@@ -257,11 +316,14 @@ export class Plan {
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
     if ((alive & this.methodBits) != 0) {
-      let n = requestHeader(METHOD);
+      let n = <usize>requestHeader(METHOD);
       let hit: u32 = 0;
-      let names = this.methodNames;
-      for (let k = 0, m = names.length; k < m; k++) {
-        if (equalBytes(valuePtr, n, unchecked(names[k]))) hit |= unchecked(this.methodMasks[k]);
+      let q = changetype<usize>(this.methodData);
+      let end = q + <usize>this.methodData.byteLength;
+      while (q < end) {
+        let len = <usize>load<u32>(q);
+        if (len == n && memory.compare(valuePtr, q + 8, n) == 0) hit |= load<u32>(q, 4);
+        q += 8 + len;
       }
       alive &= ~this.methodBits | hit;
     }
@@ -279,7 +341,7 @@ export class Plan {
       this.builtInUa = builtInUa && (hit & BUILT_IN_UA) != 0;
       alive &= ~this.uaBits | <u32>hit;
     }
-    if (alive != 0) alive = evalSlots(this.requestSlots, REQUEST_HEADERS, alive);
+    if (alive != 0) alive = this.evalSlots(this.requestSlotData, REQUEST_HEADERS, alive);
     return alive | responseOnly;
   }
 
@@ -299,7 +361,7 @@ export class Plan {
       let hit: u32 = code >= 100 && code <= 599 ? unchecked(this.statusMasks[code]) : 0;
       alive &= ~this.statusBits | hit;
     }
-    return alive == 0 ? 0 : evalSlots(this.responseSlots, RESPONSE_HEADERS, alive);
+    return alive == 0 ? 0 : this.evalSlots(this.responseSlotData, RESPONSE_HEADERS, alive);
   }
 }
 
@@ -316,15 +378,3 @@ export function readStatus(): i32 {
   return code;
 }
 
-// Reads each slot's header once (skipping slots no alive matcher needs) and clears the bits of the
-// matchers whose condition on it fails.
-function evalSlots(slots: Slot[], map: i32, alive: u32): u32 {
-  for (let s = 0, k = slots.length; s < k; s++) {
-    let slot = unchecked(slots[s]);
-    if ((alive & slot.any) == 0) continue;
-    let n = map == REQUEST_HEADERS ? requestHeader(slot.name) : readHeader(map, slot.name);
-    alive &= ~(n > 0 ? slot.absent : slot.present);
-    if ((alive & slot.globBits) != 0) alive &= ~slot.globBits | <u32>slot.globs.matchMask(valuePtr, n);
-  }
-  return alive;
-}

@@ -11,7 +11,7 @@
 // Little endian, as wasm memory is; the bytes are only ever read by this module.
 
 import { Config, RULE_ERRORS } from "./config";
-import { refill } from "./bucket";
+import { refill, refillWith } from "./bucket";
 
 /** Bytes per tracked client without custom rules (the header and the three built-in buckets). */
 export const RECORD_SIZE: i32 = 48;
@@ -100,12 +100,16 @@ export function init(r: usize, hi: u64, lo: u64, now: u64, cfg: Config): void {
 /** Brings every bucket up to `now` and forgets ban history older than forgetAfter. */
 export function advance(r: usize, now: u64, cfg: Config): void {
   let last = updated(r);
-  let buckets = cfg.custom.buckets;
+  let params = changetype<usize>(cfg.custom.params);
+  let n = <usize>cfg.custom.params.length / 3;
   if (now > last) {
     // refill never returns more than the capacity, so this also clamps.
     let elapsed = now - last;
     for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
-    for (let j = 0, n = buckets.length; j < n; j++) setCustomTokens(r, j, refill(customTokens(r, j), elapsed, unchecked(buckets[j])));
+    for (let j: usize = 0; j < n; j++) {
+      let q = params + j * 24;
+      setCustomTokens(r, <i32>j, refillWith(customTokens(r, <i32>j), elapsed, load<f64>(q), load<f64>(q, 8), load<f64>(q, 16)));
+    }
     store<u64>(r, now, O_UPDATED);
   } else {
     // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
@@ -113,9 +117,9 @@ export function advance(r: usize, now: u64, cfg: Config): void {
       let cap = <f64>cfg.rules[i].requests;
       if (tokens(r, i) > cap) setTokens(r, i, cap);
     }
-    for (let j = 0, n = buckets.length; j < n; j++) {
-      let cap = <f64>unchecked(buckets[j]).requests;
-      if (customTokens(r, j) > cap) setCustomTokens(r, j, cap);
+    for (let j: usize = 0; j < n; j++) {
+      let cap = load<f64>(params + j * 24);
+      if (customTokens(r, <i32>j) > cap) setCustomTokens(r, <i32>j, cap);
     }
   }
   let until = banUntil(r);

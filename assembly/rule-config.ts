@@ -69,6 +69,11 @@ export class CustomRules {
   bucketNames: string[] = [];
   /** Bucket limits in record order. */
   buckets: Rule[] = [];
+  /**
+   * The same limits flat, for the request path (record.ts advance): capacity, window (ms) and refill per
+   * ms of bucket j at 3j, 3j+1, 3j+2, in one block rather than one object per bucket.
+   */
+  params: StaticArray<f64> = new StaticArray<f64>(0);
   plan: Plan = new Plan();
   /** Bits (2i, 2i+1) of matchers with a response part. */
   responseBits: u32 = 0;
@@ -90,6 +95,14 @@ export class CustomRules {
       this.plan.add(2 * i + 1, r.give);
     }
     this.responseBits = this.plan.responseBits;
+    let params = new StaticArray<f64>(3 * this.buckets.length);
+    for (let j = 0; j < this.buckets.length; j++) {
+      let b = this.buckets[j];
+      params[3 * j] = <f64>b.requests;
+      params[3 * j + 1] = <f64>b.perMs;
+      params[3 * j + 2] = b.refillPerMs;
+    }
+    this.params = params;
   }
 }
 
