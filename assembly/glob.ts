@@ -87,8 +87,7 @@ export class GlobSet {
   /** Compiles `patterns`; pattern i carries masks[i] (1 for every pattern when masks is null). */
   constructor(patterns: ArrayBuffer[], masks: u64[] | null = null) {
     this.size = patterns.length;
-    // Each literal pattern's sort key (shape << 8 | the first byte of an infix literal), its literal and mask,
-    // kept sorted by key (insertion, stable).
+    // Each literal pattern's packing key (shape << 8 | the first byte of an infix literal), literal and mask.
     let keys: i32[] = [], lits: ArrayBuffer[] = [], litMasks: u64[] = [];
     let size = 0;
     for (let i = 0; i < patterns.length; i++) {
@@ -114,38 +113,43 @@ export class GlobSet {
       let shape = lead == 0 ? (trail ? SHAPE_PREFIX : SHAPE_EXACT) : trail ? SHAPE_INFIX : SHAPE_SUFFIX;
       let key = shape << 8 | (shape == SHAPE_INFIX ? <i32>load<u8>(p + lead) : 0);
       let lit = pat.slice(<i32>lead, <i32>end);
+      // A literal listed again (say, a custom rule's User-Agent pattern that is also a built-in one) is
+      // matched once, with both masks.
+      let dup = -1;
+      for (let k = 0; k < keys.length && dup < 0; k++) {
+        let o = lits[k];
+        if (keys[k] == key && o.byteLength == lit.byteLength && memory.compare(changetype<usize>(o), changetype<usize>(lit), <usize>lit.byteLength) == 0) dup = k;
+      }
+      if (dup >= 0) {
+        litMasks[dup] |= mask;
+        continue;
+      }
       size += <i32>HEAD + lit.byteLength;
       keys.push(key);
       lits.push(lit);
       litMasks.push(mask);
-      for (let at = keys.length - 1; at > 0 && keys[at - 1] > key; at--) {
-        keys[at] = keys[at - 1];
-        lits[at] = lits[at - 1];
-        litMasks[at] = litMasks[at - 1];
-        keys[at - 1] = key;
-        lits[at - 1] = lit;
-        litMasks[at - 1] = mask;
-      }
     }
     this.otherCount = this.other.length;
     let data = new ArrayBuffer(size);
     let base = changetype<usize>(data);
     let q = base;
     let ends = new StaticArray<usize>(4);
-    for (let i = 0; i < lits.length; i++) {
-      let key = keys[i];
+    // In key order: by shape, and the infix literals by first byte.
+    for (let key = 0; key < 4 << 8; key++) {
       let shape = key >> 8;
-      if (shape == SHAPE_INFIX) {
-        if (this.firsts.length == 0) this.firsts = new StaticArray<u32>(256);
-        let first = key & 0xff;
-        if (this.firsts[first] == 0) this.firsts[first] = <u32>(q - base) + 1;
+      for (let i = 0; i < lits.length; i++) {
+        if (keys[i] != key) continue;
+        if (shape == SHAPE_INFIX) {
+          if (this.firsts.length == 0) this.firsts = new StaticArray<u32>(256);
+          if (this.firsts[key & 0xff] == 0) this.firsts[key & 0xff] = <u32>(q - base) + 1;
+        }
+        let n = <usize>lits[i].byteLength;
+        store<u32>(q, <u32>n);
+        store<u64>(q, litMasks[i], 4);
+        memory.copy(q + HEAD, changetype<usize>(lits[i]), n);
+        q += HEAD + n;
       }
-      let n = <usize>lits[i].byteLength;
-      store<u32>(q, <u32>n);
-      store<u64>(q, litMasks[i], 4);
-      memory.copy(q + HEAD, changetype<usize>(lits[i]), n);
-      q += HEAD + n;
-      for (let k = shape; k < 4; k++) ends[k] = q - base;
+      ends[shape] = q - base;
     }
     this.exactEnd = ends[SHAPE_EXACT];
     this.prefixEnd = ends[SHAPE_PREFIX];

@@ -194,3 +194,16 @@ describe("GlobSet masks", () => {
     expect(maskOf(set, "sqlma")).toBe(0);
   });
 });
+
+describe("GlobSet duplicates", () => {
+  it("matches a literal listed twice once, with both masks", () => {
+    let names = ["*sqlmap*", "/x", "*SQLMAP*", "/x"];
+    let pats: ArrayBuffer[] = [];
+    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(asciiLower(names[i])));
+    let set = new GlobSet(pats, [1, 2, 4, 8]);
+    expect(maskOf(set, "sqlmap/1.7")).toBe(1 | 4);
+    expect(maskOf(set, "/x")).toBe(2 | 8);
+    expect(set.union).toBe(15);
+  });
+});
+
