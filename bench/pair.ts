@@ -8,12 +8,21 @@
  * the samples, with their interquartile range, is the result. Not part of npm test.
  *
  * Options: --rounds <n> (16, an even number), --duration <s> (3), --connections <n> (16), --clients <n> (rotate that
- * many addresses through X-Forwarded-For, traffic-guard source "xff"; default: one client, source "peer").
+ * many addresses through X-Forwarded-For, traffic-guard source "xff"; default: one client, source "peer"),
+ * --split (needs `perf`: each run is also sampled with `perf record -e cpu-clock`, and the part of Envoy's CPU
+ * spent in V8's JIT-compiled code, which is the Wasm module's own work, is paired the same way: a sharper
+ * figure for a change inside the module, since Envoy's share of the noise drops out), --baseline <git revision>
+ * (builds the filter at that revision, so that configurations baseline-allow and baseline-block can be paired
+ * with guard-allow and guard-block: a change's before and after).
  */
-import { ensureFilterBuilt, compileModule, assembleWat } from "../dev/wasm-build.ts";
+import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
-import { BENCH_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
-import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
+import { BENCH_CONFIGS, BASELINE_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { spawn, execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { boostPriority, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 interface Options {
   a: BenchConfig;
@@ -22,15 +31,27 @@ interface Options {
   duration: number;
   connections: number;
   clients?: number;
+  split: boolean;
+  baseline?: string;
 }
 
 function parseArgs(argv: string[]): Options {
   const names: string[] = [];
-  const o = { rounds: 16, duration: 3, connections: 16 } as Partial<Options> & { rounds: number; duration: number; connections: number };
+  const o = { rounds: 16, duration: 3, connections: 16, split: false } as Partial<Options> & { rounds: number; duration: number; connections: number; split: boolean };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (!flag.startsWith("--")) {
       names.push(flag);
+      continue;
+    }
+    if (flag === "--split") {
+      o.split = true;
+      continue;
+    }
+    if (flag === "--baseline") {
+      const rev = argv[++i];
+      if (!rev) throw new Error("--baseline: expected a git revision");
+      o.baseline = rev;
       continue;
     }
     const n = Number(argv[++i]);
@@ -39,13 +60,53 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--duration") o.duration = n;
     else if (flag === "--connections") o.connections = Math.round(n);
     else if (flag === "--clients") o.clients = Math.round(n);
-    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients)`);
+    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --baseline)`);
   }
-  if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${BENCH_CONFIGS.join(", ")})`);
+  const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
+  if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
   for (const n of names) {
-    if (!(BENCH_CONFIGS as readonly string[]).includes(n)) throw new Error(`unknown configuration "${n}" (configurations: ${BENCH_CONFIGS.join(", ")})`);
+    if (!known.includes(n)) throw new Error(`unknown configuration "${n}" (configurations: ${known.join(", ")})`);
+    if ((BASELINE_CONFIGS as readonly string[]).includes(n) && o.baseline === undefined) throw new Error(`configuration "${n}" needs --baseline <git revision>`);
   }
   return { ...o, a: names[0] as BenchConfig, b: names[1] as BenchConfig };
+}
+
+/** perf's sampling frequency for --split: one sample per 250 µs of a thread's CPU time. */
+const PERF_HZ = 4000;
+
+/** Fails with a clear message when `perf` cannot sample (not installed, or not permitted). */
+function checkPerf(): void {
+  try {
+    execFileSync("perf", ["--version"], { stdio: "ignore" });
+  } catch {
+    throw new Error("--split needs perf (Debian: apt-get install linux-perf), run as root or with kernel.perf_event_paranoid <= 0");
+  }
+}
+
+/**
+ * Runs `measure` while `perf record` samples process `pid`; returns its result and the µs per request that
+ * Envoy spent in V8's JIT-compiled code (perf's "[JIT]" map: the Wasm module's functions and V8's
+ * wrappers around them).
+ */
+async function sampled(pid: number, dir: string, measure: () => Promise<WrkResult>): Promise<{ r: WrkResult; jitUs: number }> {
+  const out = join(dir, "perf.data");
+  const perf = spawn("perf", ["record", "-q", "-e", "cpu-clock", "-F", String(PERF_HZ), "-o", out, "-p", String(pid)], { stdio: "ignore" });
+  const exited = new Promise((resolve) => perf.on("exit", resolve));
+  await new Promise((resolve) => setTimeout(resolve, 300)); // perf attaches before the load starts
+  let r: WrkResult;
+  try {
+    r = await measure();
+  } finally {
+    perf.kill("SIGINT");
+    await exited;
+  }
+  const report = execFileSync("perf", ["report", "-i", out, "--no-children", "--sort", "dso", "--stdio", "-n"], { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+  let jit = 0;
+  for (const line of report.split("\n")) {
+    const m = /^\s*[\d.]+%\s+(\d+)\s+\[JIT\]/.exec(line);
+    if (m) jit += Number(m[1]);
+  }
+  return { r, jitUs: (jit * (1e6 / PERF_HZ)) / r.requests };
 }
 
 /** The q-quantile of a non-empty list (linear interpolation). */
@@ -59,14 +120,19 @@ function quantile(xs: number[], q: number): number {
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   await checkWrk();
+  if (o.split) checkPerf();
+  const perfDir = mkdtempSync(join(tmpdir(), "bench-pair-"));
   const inputs = {
     guardWasm: ensureFilterBuilt((l) => process.stderr.write(`${l}\n`)).path,
     noopWasm: compileModule("bench/noop/index.ts", "noop.wasm"),
     floorWasm: await assembleWat("bench/floor/floor.wat", "floor.wasm"),
     source: (o.clients ? "xff" : "peer") as "xff" | "peer",
+    baselineWasm: o.baseline ? buildAtRevision(o.baseline, (l) => process.stderr.write(`${l}\n`)).path : undefined,
   };
   const a: number[] = [];
   const b: number[] = [];
+  const jitA: number[] = [];
+  const jitB: number[] = [];
   for (const first of [o.a, o.b]) {
     const envoys = new Map<BenchConfig, RunningEnvoy>();
     try {
@@ -75,21 +141,25 @@ async function main(): Promise<void> {
         boostPriority(e.child.pid!);
         envoys.set(c, e);
       }
-      const run = async (c: BenchConfig, seconds: number) => {
+      const run = async (c: BenchConfig, seconds: number, split = false) => {
         const e = envoys.get(c)!;
-        const r = await wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, o.connections, o.clients);
+        const measure = () => wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, o.connections, o.clients);
+        const { r, jitUs } = split ? await sampled(e.child.pid!, perfDir, measure) : { r: await measure(), jitUs: 0 };
         if (r.non2xx !== 0 && !c.endsWith("-block")) throw new Error(`${c}: ${r.non2xx} responses were not 2xx/3xx`);
-        return r.cpuUs;
+        return { cpu: r.cpuUs, jitUs };
       };
       for (const c of [o.a, o.b]) await run(c, 2); // warm-up (and, on a block path, the ban)
       for (let round = 0; round < o.rounds / 2; round++) {
         // A B, then B A: each configuration goes first in half of the rounds.
         const order = round % 2 === 0 ? [o.a, o.b] : [o.b, o.a];
-        const cpu = new Map<BenchConfig, number>();
-        for (const c of order) cpu.set(c, await run(c, o.duration));
-        a.push(cpu.get(o.a)!);
-        b.push(cpu.get(o.b)!);
-        process.stderr.write(`round ${a.length}/${o.rounds} (${first} started first): ${o.a} ${a[a.length - 1].toFixed(2)}, ${o.b} ${b[b.length - 1].toFixed(2)} µs/req\n`);
+        const got = new Map<BenchConfig, { cpu: number; jitUs: number }>();
+        for (const c of order) got.set(c, await run(c, o.duration, o.split));
+        a.push(got.get(o.a)!.cpu);
+        b.push(got.get(o.b)!.cpu);
+        jitA.push(got.get(o.a)!.jitUs);
+        jitB.push(got.get(o.b)!.jitUs);
+        const jit = o.split ? ` (module ${jitA[jitA.length - 1].toFixed(2)}, ${jitB[jitB.length - 1].toFixed(2)})` : "";
+        process.stderr.write(`round ${a.length}/${o.rounds} (${first} started first): ${o.a} ${a[a.length - 1].toFixed(2)}, ${o.b} ${b[b.length - 1].toFixed(2)} µs/req${jit}\n`);
       }
     } finally {
       await Promise.all([...envoys.values()].map((e) => e.stop()));
@@ -99,6 +169,12 @@ async function main(): Promise<void> {
   console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
   console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs)`);
   console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
+  if (o.split) {
+    const d = jitB.map((x, i) => x - jitA[i]);
+    console.log(`  of which in the module (V8 JIT code, perf cpu-clock samples): median of the paired differences ${median(d).toFixed(2)} µs (interquartile range ${quantile(d, 0.25).toFixed(2)} to ${quantile(d, 0.75).toFixed(2)} µs)`);
+    console.log(`  module medians: ${o.a} ${median(jitA).toFixed(2)} µs, ${o.b} ${median(jitB).toFixed(2)} µs`);
+  }
+  rmSync(perfDir, { recursive: true, force: true });
 }
 
 main().catch((e) => {

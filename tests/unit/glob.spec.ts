@@ -1,5 +1,5 @@
-// User-Agent globbing (assembly/glob.ts): '*' any run of bytes, '?' one byte, anchored at both ends,
-// ASCII case-insensitive on the subject (patterns are lowercased at configure time).
+// Globbing (assembly/glob.ts) of User-Agents, paths and header values: '*' any run of bytes, '?' one byte, anchored at
+// both ends, ASCII case-insensitive on the subject (patterns are lowercased at configure time).
 
 import { globMatch, GlobSet } from "../../assembly/glob";
 
@@ -102,7 +102,7 @@ describe("globMatch", () => {
   });
 });
 
-describe("matchesAny", () => {
+describe("a GlobSet of several patterns", () => {
   it("is true when any pattern matches", () => {
     let list: ArrayBuffer[] = [String.UTF8.encode("curl/*"), String.UTF8.encode("*bot*")];
     expect(anyOf(list, String.UTF8.encode("Googlebot/2.1"))).toBe(true);
