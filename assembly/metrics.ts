@@ -107,7 +107,7 @@ export const RULE_DELAYED_MS: i32 = 3;
 
 /** The counter name of kind `kind` for custom rule `rule`. */
 export function ruleMetricName(rule: string, kind: i32): string {
-  return RULE_METRIC_PREFIX + rule.replaceAll("-", "_") + RULE_COUNTER_SUFFIXES[kind];
+  return RULE_METRIC_PREFIX + rule.split("-").join("_") + RULE_COUNTER_SUFFIXES[kind];
 }
 
 /** Per-rule counter ids of one VM (defined at configure time; a counter not defined is skipped). */
