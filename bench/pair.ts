@@ -13,11 +13,14 @@
  * spent in V8's JIT-compiled code, which is the Wasm module's own work, is paired the same way: a sharper
  * figure for a change inside the module, since Envoy's share of the noise drops out), --baseline <git revision>
  * (builds the filter at that revision, so that configurations baseline-allow and baseline-block can be paired
- * with guard-allow and guard-block: a change's before and after).
+ * with guard-allow and guard-block: a change's before and after), --chain <k> (each Envoy runs k copies of the
+ * configuration's Wasm filter in one chain, as k plugins with their own names: a per-filter difference is
+ * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too).
  */
 import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import { BENCH_CONFIGS, BASELINE_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
+import type { HttpFilterSpec, ListenerSpec } from "../dev/envoy-config.ts";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -33,11 +36,12 @@ interface Options {
   clients?: number;
   split: boolean;
   baseline?: string;
+  chain: number;
 }
 
 function parseArgs(argv: string[]): Options {
   const names: string[] = [];
-  const o = { rounds: 16, duration: 3, connections: 16, split: false } as Partial<Options> & { rounds: number; duration: number; connections: number; split: boolean };
+  const o = { rounds: 16, duration: 3, connections: 16, split: false, chain: 1 } as Partial<Options> & { rounds: number; duration: number; connections: number; split: boolean; chain: number };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (!flag.startsWith("--")) {
@@ -60,7 +64,8 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--duration") o.duration = n;
     else if (flag === "--connections") o.connections = Math.round(n);
     else if (flag === "--clients") o.clients = Math.round(n);
-    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --baseline)`);
+    else if (flag === "--chain") o.chain = Math.round(n);
+    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --baseline, --chain)`);
   }
   const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
   if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
@@ -109,6 +114,15 @@ async function sampled(pid: number, dir: string, measure: () => Promise<WrkResul
   return { r, jitUs: (jit * (1e6 / PERF_HZ)) / r.requests };
 }
 
+/** The listener with each Wasm filter repeated k times in its chain, as k plugins with their own names. */
+function chained(listener: ListenerSpec, k: number): ListenerSpec {
+  if (k <= 1) return listener;
+  const filters = listener.filters.flatMap((f): HttpFilterSpec[] =>
+    f.kind === "wasm" ? Array.from({ length: k }, (_, i) => ({ ...f, name: `${f.name}-${i}`, pluginName: `${f.pluginName}-${i}` })) : [f],
+  );
+  return { ...listener, filters };
+}
+
 /** The q-quantile of a non-empty list (linear interpolation). */
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((x, y) => x - y);
@@ -137,7 +151,7 @@ async function main(): Promise<void> {
     const envoys = new Map<BenchConfig, RunningEnvoy>();
     try {
       for (const c of first === o.a ? [o.a, o.b] : [o.b, o.a]) {
-        const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [benchListener(c, inputs)] } });
+        const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [chained(benchListener(c, inputs), o.chain)] } });
         boostPriority(e.child.pid!);
         envoys.set(c, e);
       }
@@ -169,6 +183,10 @@ async function main(): Promise<void> {
   console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
   console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs)`);
   console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
+  if (o.chain > 1) {
+    const k = o.chain;
+    console.log(`  per filter (${k} in each chain): ${(median(diffs) / k).toFixed(2)} µs (interquartile range ${(quantile(diffs, 0.25) / k).toFixed(2)} to ${(quantile(diffs, 0.75) / k).toFixed(2)} µs)`);
+  }
   if (o.split) {
     const d = jitB.map((x, i) => x - jitA[i]);
     console.log(`  of which in the module (V8 JIT code, perf cpu-clock samples): median of the paired differences ${median(d).toFixed(2)} µs (interquartile range ${quantile(d, 0.25).toFixed(2)} to ${quantile(d, 0.75).toFixed(2)} µs)`);
