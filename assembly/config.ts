@@ -568,8 +568,7 @@ export function parseConfig(text: string): ParseResult {
   let res = new ParseResult();
   let cfg = new Config();
   if (text.trim().length == 0) {
-    cfg.custom.plan.finish(cfg.uaPatterns);
-    res.config = cfg;
+    res.config = finishPlan(cfg);
     return res;
   }
   let parsed = parseJson(text); // untrimmed, so error positions match the text the operator wrote
@@ -679,11 +678,16 @@ export function parseConfig(text: string): ParseResult {
     res.errors = ck.errors;
     return res;
   }
-  // The custom rules' User-Agent globs and the built-in rule's patterns are matched in one pass.
+  res.config = finishPlan(cfg);
+  return res;
+}
+
+// Compiles the matcher plan of a valid configuration: the custom rules' User-Agent globs and the built-in
+// rule's patterns (when that rule is on anywhere) are matched in one pass.
+function finishPlan(cfg: Config): Config {
   let uaOn = cfg.rules[RULE_UA].enabled || cfg.meshRules[RULE_UA].enabled;
   cfg.custom.plan.finish(uaOn ? cfg.uaPatterns : []);
-  res.config = cfg;
-  return res;
+  return cfg;
 }
 
 /**

@@ -53,6 +53,20 @@ const SHAPE_PREFIX = 1;
 const SHAPE_SUFFIX = 2;
 const SHAPE_INFIX = 3;
 
+// ORs into acc the masks of the packed literals in [q, end) that the subject's first bytes (its last with
+// `atEnd`) equal, all sn of them with `whole`; returns at the first match with `any`, or once acc is full.
+function literals(q: usize, end: usize, s: usize, sn: usize, whole: bool, atEnd: bool, acc: u64, full: u64, any: bool): u64 {
+  while (q < end) {
+    let ln = <usize>load<u32>(q);
+    if ((whole ? ln == sn : ln <= sn) && equalFold(atEnd ? s + sn - ln : s, q + HEAD, ln)) {
+      acc |= load<u64>(q, 4);
+      if (any || acc == full) return acc;
+    }
+    q += HEAD + ln;
+  }
+  return acc;
+}
+
 /**
  * A list of lowercased glob patterns compiled once for matching one subject against all of them, each
  * pattern with a mask: `matches` says whether any pattern matches, `matchMask` ORs the masks of all that
@@ -65,7 +79,7 @@ const SHAPE_INFIX = 3;
 export class GlobSet {
   // Masks of the patterns that match everything ("*").
   private all: u64 = 0;
-  // The literals by shape, packed one after the other in one buffer (see packAt), so that a match touches
+  // The literals by shape, packed one after the other in one buffer (see HEAD), so that a match touches
   // few cache lines: exact ones up to exactEnd, then prefixes, suffixes, and the infix literals sorted by
   // first byte (offsets into data).
   private data: ArrayBuffer = EMPTY;
@@ -81,12 +95,9 @@ export class GlobSet {
   private firsts: StaticArray<u32> = new StaticArray<u32>(0);
   /** The OR of every pattern's mask. */
   union: u64 = 0;
-  /** Number of patterns. */
-  size: i32;
 
   /** Compiles `patterns`; pattern i carries masks[i] (1 for every pattern when masks is null). */
   constructor(patterns: ArrayBuffer[], masks: u64[] | null = null) {
-    this.size = patterns.length;
     // Each literal pattern's packing key (shape << 8 | the first byte of an infix literal), literal and mask.
     let keys: i32[] = [], lits: ArrayBuffer[] = [], litMasks: u64[] = [];
     let size = 0;
@@ -175,35 +186,14 @@ export class GlobSet {
     if (acc == full || (any && acc != 0)) return acc;
     let sn = <usize>n;
     let base = changetype<usize>(this.data);
-    let q = base;
-    let end = base + this.exactEnd;
-    while (q < end) {
-      let ln = <usize>load<u32>(q);
-      if (ln == sn && equalFold(s, q + HEAD, ln)) {
-        acc |= load<u64>(q, 4);
-        if (any || acc == full) return acc;
-      }
-      q += HEAD + ln;
-    }
-    end = base + this.prefixEnd;
-    while (q < end) {
-      let ln = <usize>load<u32>(q);
-      if (ln <= sn && equalFold(s, q + HEAD, ln)) {
-        acc |= load<u64>(q, 4);
-        if (any || acc == full) return acc;
-      }
-      q += HEAD + ln;
-    }
-    end = base + this.suffixEnd;
-    while (q < end) {
-      let ln = <usize>load<u32>(q);
-      if (ln <= sn && equalFold(s + sn - ln, q + HEAD, ln)) {
-        acc |= load<u64>(q, 4);
-        if (any || acc == full) return acc;
-      }
-      q += HEAD + ln;
-    }
+    acc = literals(base, base + this.exactEnd, s, sn, true, false, acc, full, any);
+    if (acc == full || (any && acc != 0)) return acc;
+    acc = literals(base + this.exactEnd, base + this.prefixEnd, s, sn, false, false, acc, full, any);
+    if (acc == full || (any && acc != 0)) return acc;
+    acc = literals(base + this.prefixEnd, base + this.suffixEnd, s, sn, false, true, acc, full, any);
+    if (acc == full || (any && acc != 0)) return acc;
     let infixEnd = base + this.infixEnd;
+    let q = base + this.suffixEnd;
     if (q < infixEnd) {
       let firsts = changetype<usize>(this.firsts);
       for (let at: usize = 0; at < sn; at++) {

@@ -20,17 +20,32 @@ const TIME = memory.data(8);
 const CAS = memory.data(4);
 const EMPTY = new ArrayBuffer(0);
 
-let scratchArmed: bool = false;
+// An unmanaged block the host copies values into, reused by every read of its kind: it grows to the largest
+// value ever read. heap.* is the runtime's raw allocator: the collector never sees or frees it.
+class Region {
+  ptr: usize = 0;
+  cap: usize = 0;
+
+  /** The block, grown first when it holds fewer than n bytes. */
+  fit(n: usize): usize {
+    if (n > this.cap) {
+      let cap: usize = n < 1024 ? <usize>1024 : (n + <usize>4095) & ~(<usize>4095);
+      this.ptr = this.ptr == 0 ? heap.alloc(cap) : heap.realloc(this.ptr, cap);
+      this.cap = cap;
+    }
+    return this.ptr;
+  }
+}
+
+// Single values (headers, properties): valid until the next read.
+const SCRATCH = new Region();
+// readPairs' region, so that a request's header map stays readable while single values pass through SCRATCH.
+const PAIRS = new Region();
+// The region the next malloc returns (set by a read), or null.
+let armed: Region | null = null;
 // readShared's target: the next malloc of exactly its size returns it instead of a new buffer.
 let sharedTarget: usize = 0;
 let sharedTargetSize: usize = 0;
-let scratch: usize = 0;
-let scratchCap: usize = 0;
-// readPairs' region: a second scratch block, so that a request's header map stays readable while other
-// values (properties, single headers) pass through `scratch`.
-let pairsArmed: bool = false;
-let pairsRegion: usize = 0;
-let pairsCap: usize = 0;
 
 /** Bytes the host has copied into managed buffers since the counter was last reset. */
 export let hostBytes: usize = 0;
@@ -42,7 +57,7 @@ export function resetHostBytes(): void {
 
 /** Capacity of the scratch region in bytes (the largest header or property value read so far). */
 export function scratchCapacity(): usize {
-  return scratchCap;
+  return SCRATCH.cap;
 }
 
 /**
@@ -51,21 +66,10 @@ export function scratchCapacity(): usize {
  */
 export function malloc(size: i32): usize {
   let n = <usize>(size < 0 ? 0 : size);
-  if (scratchArmed) {
-    scratchArmed = false;
-    if (n > scratchCap) {
-      scratch = grow(scratch, n);
-      scratchCap = grown;
-    }
-    return scratch;
-  }
-  if (pairsArmed) {
-    pairsArmed = false;
-    if (n > pairsCap) {
-      pairsRegion = grow(pairsRegion, n);
-      pairsCap = grown;
-    }
-    return pairsRegion;
+  let region = armed;
+  if (region !== null) {
+    armed = null;
+    return region.fit(n);
   }
   if (sharedTarget != 0) {
     let t = sharedTarget;
@@ -76,21 +80,11 @@ export function malloc(size: i32): usize {
   return __pin(__new(n, idof<ArrayBuffer>()));
 }
 
-let grown: usize = 0;
-
-// Grows an unmanaged block to hold n bytes (its new capacity in `grown`). heap.* is the runtime's raw
-// allocator: the collector never sees or frees these blocks.
-function grow(block: usize, n: usize): usize {
-  grown = n < 1024 ? <usize>1024 : (n + <usize>4095) & ~(<usize>4095);
-  return block == 0 ? heap.alloc(grown) : heap.realloc(block, grown);
-}
-
 /** Pointer to the bytes of the value read last by readHeader/readProperty (valid until the next read). */
 export let valuePtr: usize = 0;
 
 function finishRead(r: WasmResultValues): i32 {
-  scratchArmed = false; // the host allocates nothing for an absent or empty value
-  pairsArmed = false;
+  armed = null; // the host allocates nothing for an absent or empty value
   let size = load<u32>(OUT, 4);
   if (r != WasmResultValues.Ok || size == 0) {
     valuePtr = 0;
@@ -115,7 +109,7 @@ export function readHeader(map: i32, name: ArrayBuffer): i32 {
 /** readHeader with the name's `len` bytes at `name`. */
 export function readHeaderAt(map: i32, name: usize, len: usize): i32 {
   store<u64>(OUT, 0);
-  scratchArmed = true;
+  armed = SCRATCH;
   return finishRead(imports.proxy_get_header_map_value(map, name, len, OUT, OUT + 4));
 }
 
@@ -126,7 +120,7 @@ export function readHeaderAt(map: i32, name: usize, len: usize): i32 {
  */
 export function readPairs(map: i32): i32 {
   store<u64>(OUT, 0);
-  pairsArmed = true;
+  armed = PAIRS;
   return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
 }
 
@@ -231,7 +225,7 @@ export function readShared(key: ArrayBuffer, into: ArrayBuffer): ArrayBuffer {
 /** Reads a property (path segments separated by NUL) into the scratch region; returns its length and sets valuePtr. */
 export function readProperty(path: ArrayBuffer): i32 {
   store<u64>(OUT, 0);
-  scratchArmed = true;
+  armed = SCRATCH;
   return finishRead(imports.proxy_get_property(changetype<usize>(path), path.byteLength, OUT, OUT + 4));
 }
 

@@ -87,7 +87,7 @@ function slotFor(slots: Slot[], name: string): Slot {
   let want = bytes(name);
   for (let i = 0; i < slots.length; i++) {
     let s = slots[i];
-    if (s.name.byteLength == want.byteLength && memory.compare(changetype<usize>(s.name), changetype<usize>(want), <usize>want.byteLength) == 0) return s;
+    if (equalBytes(changetype<usize>(want), want.byteLength, s.name)) return s;
   }
   let s = new Slot(name);
   slots.push(s);
@@ -115,8 +115,6 @@ const BUILT_IN_UA: u64 = (<u64>1) << 32;
  * matcher's bit), and the bits of the matchers it fails are cleared together.
  */
 export class Plan {
-  /** Matchers by bit (2i take, 2i+1 give); null where a rule has no give. */
-  matchers: Array<Matcher | null> = [];
   /** Bits of every matcher. */
   allBits: u32 = 0;
   /** Bits of matchers with a request part / with a response part. */
@@ -155,8 +153,6 @@ export class Plan {
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
-    while (this.matchers.length <= bit) this.matchers.push(null);
-    this.matchers[bit] = mt;
     if (mt === null) return;
     let b = (<u32>1) << <u32>bit;
     this.allBits |= b;
@@ -289,11 +285,6 @@ export class Plan {
       q = name + len;
     }
     return alive;
-  }
-
-  /** Header names read on requests (beyond :method, :path and user-agent), for tests and docs. */
-  requestHeaderCount(): i32 {
-    return this.requestSlots.length;
   }
 
   /** Request headers the matchers may read: the method, the path, the User-Agent and every named header. */

@@ -97,16 +97,6 @@ describe("JSON numbers", () => {
     expect(ok("1e-999999").num).toBe(0);
   });
 
-  it("describes numbers with up to six decimals, trailing zeros dropped and leading ones kept", () => {
-    expect(ok("1.25").describe()).toBe("1.25");
-    expect(ok("-0.5").describe()).toBe("-0.5");
-    expect(ok("0.00005").describe()).toBe("0.00005");
-    expect(ok("3.000001").describe()).toBe("3.000001");
-    expect(ok("2.0000004").describe()).toBe("2");
-    expect(ok("0.9999996").describe()).toBe("1");
-    expect(ok("42").describe()).toBe("42");
-  });
-
   it("treats numbers at or above 2^53 as not integers", () => {
     expect(ok("9007199254740992").isInteger()).toBe(false);
   });
@@ -219,13 +209,20 @@ describe("JSON value descriptions for error messages", () => {
     expect(ok('"abc"').describe()).toBe("\"abc\"");
   });
 
-  it("prints numbers exactly for integers and with up to six decimals otherwise", () => {
+  it("prints numbers exactly for integers and with up to six decimals otherwise, trailing zeros dropped and leading ones kept", () => {
     expect(ok("1800").describe()).toBe("1800");
+    expect(ok("42").describe()).toBe("42");
     expect(ok("-1").describe()).toBe("-1");
     expect(ok("0.5").describe()).toBe("0.5");
+    expect(ok("-0.5").describe()).toBe("-0.5");
     expect(ok("2.25").describe()).toBe("2.25");
+    expect(ok("1.25").describe()).toBe("1.25");
+    expect(ok("0.00005").describe()).toBe("0.00005");
+    expect(ok("3.000001").describe()).toBe("3.000001");
     expect(ok("0.1234567").describe()).toBe("0.123457");
     expect(ok("1.9999999").describe()).toBe("2");
+    expect(ok("2.0000004").describe()).toBe("2");
+    expect(ok("0.9999996").describe()).toBe("1");
     expect(ok("1e15").describe()).toBe("a number out of range");
   });
 
