@@ -108,6 +108,7 @@ function takeDelayed(r: usize, i: i32, rule: CustomRule, now: u64, cfg: Config):
 /** Applies the request-phase matches in `bits` to an up-to-date, unbanned record: PASS, DENY or HOLD. */
 export function onRequest(r: usize, cfg: Config, now: u64): i32 {
   reset();
+  if (bits == 0) return PASS;
   let rules = cfg.custom.rules;
   let result = PASS;
   for (let i = 0, n = rules.length; i < n; i++) {
@@ -138,6 +139,7 @@ export function onRequest(r: usize, cfg: Config, now: u64): i32 {
 /** Applies the response-phase matches in `bits` to an up-to-date, unbanned record (an empty bucket bans). */
 export function onResponse(r: usize, cfg: Config, now: u64): void {
   reset();
+  if (bits == 0) return;
   let rules = cfg.custom.rules;
   for (let i = 0, n = rules.length; i < n; i++) {
     let b = (bits >> (<u32>i << 1)) & 3;

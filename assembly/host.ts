@@ -127,8 +127,6 @@ export function readPairs(map: i32): i32 {
 // The current request's headers (beginRequest, requestHeader).
 let wholeMap = false;
 let mapRead = false;
-let mapPtr: usize = 0;
-let mapLen: i32 = 0;
 
 /**
  * Starts a request's header reads: with `whole` (the configuration may read two or more request headers),
@@ -155,10 +153,81 @@ export function requestHeaderAt(name: usize, len: usize): i32 {
   if (!wholeMap) return readHeaderAt(REQUEST_HEADERS, name, len);
   if (!mapRead) {
     mapRead = true;
-    mapLen = readPairs(REQUEST_HEADERS);
-    mapPtr = valuePtr;
+    let n = readPairs(REQUEST_HEADERS);
+    indexPairs(valuePtr, n);
   }
-  return findPairAt(mapPtr, mapLen, name, len);
+  return indexedPairAt(name, len);
+}
+
+// The index of the current request's header map (indexPairs): per pair [u32 name ptr][u32 name length]
+// [u32 value ptr][u32 value length], and per name length (mod 32) a bit mask of the pairs with a name of
+// that length, so that a lookup compares only the names of its length, mostly none or one. A request's
+// headers are looked up several times (the client's address, each matcher's method, path, User-Agent and
+// named headers) and most named headers are absent: an absent one costs one load instead of a walk.
+const INDEX_PAIRS: usize = 32;
+const PAIR_INDEX = memory.data(<i32>INDEX_PAIRS * 16);
+const BY_LENGTH = memory.data(32 * 4);
+let indexed: usize = 0;
+// Whether the map has more pairs than the index holds: lookups then walk it (findPairAt).
+let indexOverflow = false;
+let indexedPtr: usize = 0;
+let indexedLen: i32 = 0;
+
+/**
+ * Indexes the n pairs bytes at p (readPairs) for indexedPair, replacing the previous index. Malformed
+ * pairs, which Envoy never sends, end the index there, so that a lookup answers as findPair would.
+ */
+export function indexPairs(p: usize, n: i32): void {
+  for (let i: usize = 0; i < indexed; i++) store<u32>(BY_LENGTH + ((<usize>load<u32>(PAIR_INDEX + i * 16, 4) & 31) << 2), 0);
+  indexed = 0;
+  indexOverflow = false;
+  indexedPtr = p;
+  indexedLen = n;
+  if (n < 4) return;
+  let end = p + <usize>n;
+  let count = <usize>load<u32>(p);
+  if (count > (<usize>n - 4) / 8) return;
+  if (count > INDEX_PAIRS) {
+    indexOverflow = true;
+    return;
+  }
+  let data = p + 4 + count * 8;
+  for (let i: usize = 0; i < count; i++) {
+    let nl = <usize>load<u32>(p + 4 + i * 8);
+    let vl = <usize>load<u32>(p + 8 + i * 8);
+    if (nl > end - data || vl + 2 > end - data - nl) return;
+    let e = PAIR_INDEX + i * 16;
+    store<u32>(e, <u32>data);
+    store<u32>(e, <u32>nl, 4);
+    store<u32>(e, <u32>(data + nl + 1), 8);
+    store<u32>(e, <u32>vl, 12);
+    let b = BY_LENGTH + ((nl & 31) << 2);
+    store<u32>(b, load<u32>(b) | (<u32>1 << <u32>i));
+    indexed = i + 1;
+    data += nl + vl + 2;
+  }
+}
+
+/** Looks up the first header called `name` (lowercase) in the map indexed last (indexPairs); as findPair. */
+export function indexedPair(name: ArrayBuffer): i32 {
+  return indexedPairAt(changetype<usize>(name), <usize>name.byteLength);
+}
+
+// indexedPair with the name's `len` bytes at `name`.
+function indexedPairAt(name: usize, len: usize): i32 {
+  if (indexOverflow) return findPairAt(indexedPtr, indexedLen, name, len);
+  valuePtr = 0;
+  let m = load<u32>(BY_LENGTH + ((len & 31) << 2));
+  while (m != 0) {
+    let e = PAIR_INDEX + (<usize>ctz(m) << 4);
+    if (<usize>load<u32>(e, 4) == len && memory.compare(<usize>load<u32>(e), name, len) == 0) {
+      let vl = load<u32>(e, 12);
+      if (vl != 0) valuePtr = <usize>load<u32>(e, 8);
+      return <i32>vl;
+    }
+    m &= m - 1;
+  }
+  return 0;
 }
 
 /**

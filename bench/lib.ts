@@ -4,6 +4,7 @@
  */
 import { execFile, execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../dev/envoy.ts";
@@ -54,12 +55,28 @@ const BOOST = -10;
  * disturbs the measurement less. Returns whether it did.
  */
 export function boostPriority(pid: number): boolean {
+  pinEnvoy(pid);
   if (process.getuid?.() !== 0) return false;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {
     execFileSync("renice", ["-n", String(BOOST), "-p", tid], { stdio: "ignore" });
   }
   boosted = true;
   return true;
+}
+
+/** The CPU every benchmarked Envoy runs on, and the CPUs wrk runs on (undefined: no pinning). */
+let pins: { envoy: number; wrk: string } | undefined;
+
+/**
+ * With two or more CPUs, pins every thread of a benchmarked Envoy to the last CPU and (from then on) wrk to
+ * the others: Envoys compared side by side then run on the same core with the same caches, and never share
+ * one with wrk, whichever of them the scheduler would have placed where.
+ */
+function pinEnvoy(pid: number): void {
+  const n = availableParallelism();
+  if (n < 2) return;
+  pins = { envoy: n - 1, wrk: n === 2 ? "0" : `0-${n - 2}` };
+  execFileSync("taskset", ["-a", "-p", "-c", String(pins.envoy), String(pid)], { stdio: "ignore" });
 }
 
 /** Returns wrk's version line, or throws when wrk is missing; also reads the kernel's clock tick. */
@@ -104,7 +121,8 @@ async function wrkOnly(port: number, seconds: number, connections: number, churn
   const args = ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency", "-H", `User-Agent: ${BENCH_USER_AGENT}`];
   if (churnClients) args.push("-s", join(REPO_ROOT, "bench", "xff-rotate.lua"));
   args.push(`http://127.0.0.1:${port}/`);
-  const [cmd, cmdArgs] = boosted ? ["nice", ["-n", String(BOOST), "wrk", ...args]] : ["wrk", args];
+  let [cmd, cmdArgs] = boosted ? ["nice", ["-n", String(BOOST), "wrk", ...args]] : ["wrk", args];
+  if (pins) [cmd, cmdArgs] = ["taskset", ["-c", pins.wrk, cmd, ...cmdArgs]];
   const { stdout } = await execFileAsync(cmd, cmdArgs, {
     env: { ...process.env, XFF_CLIENTS: String(churnClients ?? 0), BENCH_USER_AGENT },
     timeout: (seconds + 30) * 1000,

@@ -12,8 +12,8 @@
  * --split (needs `perf`: each run is also sampled with `perf record -e cpu-clock`, and the part of Envoy's CPU
  * spent in V8's JIT-compiled code, which is the Wasm module's own work, is paired the same way: a sharper
  * figure for a change inside the module, since Envoy's share of the noise drops out), --baseline <git revision>
- * (builds the filter at that revision, so that configurations baseline-allow and baseline-block can be paired
- * with guard-allow and guard-block: a change's before and after), --chain <k> (each Envoy runs k copies of the
+ * (builds the filter at that revision, so that configurations baseline-allow, baseline-block and baseline-custom can be
+ * paired with guard-allow, guard-block and guard-custom: a change's before and after), --chain <k> (each Envoy runs k copies of the
  * configuration's Wasm filter in one chain, as k plugins with their own names: a per-filter difference is
  * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too).
  */
@@ -37,19 +37,20 @@ interface Options {
   split: boolean;
   baseline?: string;
   chain: number;
+  together: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
   const names: string[] = [];
-  const o = { rounds: 16, duration: 3, connections: 16, split: false, chain: 1 } as Partial<Options> & { rounds: number; duration: number; connections: number; split: boolean; chain: number };
+  const o = { rounds: 16, duration: 3, connections: 16, split: false, chain: 1, together: false } as Partial<Options> & { rounds: number; duration: number; connections: number; split: boolean; chain: number; together: boolean };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (!flag.startsWith("--")) {
       names.push(flag);
       continue;
     }
-    if (flag === "--split") {
-      o.split = true;
+    if (flag === "--split" || flag === "--together") {
+      o[flag === "--split" ? "split" : "together"] = true;
       continue;
     }
     if (flag === "--baseline") {
@@ -65,7 +66,7 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--connections") o.connections = Math.round(n);
     else if (flag === "--clients") o.clients = Math.round(n);
     else if (flag === "--chain") o.chain = Math.round(n);
-    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --baseline, --chain)`);
+    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain)`);
   }
   const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
   if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
@@ -123,6 +124,11 @@ function chained(listener: ListenerSpec, k: number): ListenerSpec {
   return { ...listener, filters };
 }
 
+/** The listener with its Wasm plugins named after configuration `c`, so that two configurations in one Envoy keep their own shared-data keys and stats. */
+function renamed(listener: ListenerSpec, c: BenchConfig): ListenerSpec {
+  return { ...listener, filters: listener.filters.map((f): HttpFilterSpec => (f.kind === "wasm" ? { ...f, name: `${f.name}-${c}`, pluginName: `${f.pluginName}-${c}` } : f)) };
+}
+
 /** The q-quantile of a non-empty list (linear interpolation). */
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((x, y) => x - y);
@@ -150,10 +156,20 @@ async function main(): Promise<void> {
   for (const first of [o.a, o.b]) {
     const envoys = new Map<BenchConfig, RunningEnvoy>();
     try {
-      for (const c of first === o.a ? [o.a, o.b] : [o.b, o.a]) {
-        const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [chained(benchListener(c, inputs), o.chain)] } });
+      if (o.together) {
+        // One Envoy, one worker, both configurations as listeners: their plugins share the worker's Wasm VM
+        // (same code, same vm_config), so JIT code, Envoy's code and the caches are the same for both.
+        const order = first === o.a ? [o.a, o.b] : [o.b, o.a];
+        const listeners = order.map((c) => renamed(chained(benchListener(c, inputs), o.chain), c));
+        const e = await startEnvoy({ label: `pair-together`, concurrency: 1, logLevel: "warning", spec: { listeners } });
         boostPriority(e.child.pid!);
-        envoys.set(c, e);
+        for (const c of order) envoys.set(c, e);
+      } else {
+        for (const c of first === o.a ? [o.a, o.b] : [o.b, o.a]) {
+          const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [chained(benchListener(c, inputs), o.chain)] } });
+          boostPriority(e.child.pid!);
+          envoys.set(c, e);
+        }
       }
       const run = async (c: BenchConfig, seconds: number, split = false) => {
         const e = envoys.get(c)!;
@@ -176,7 +192,7 @@ async function main(): Promise<void> {
         process.stderr.write(`round ${a.length}/${o.rounds} (${first} started first): ${o.a} ${a[a.length - 1].toFixed(2)}, ${o.b} ${b[b.length - 1].toFixed(2)} µs/req${jit}\n`);
       }
     } finally {
-      await Promise.all([...envoys.values()].map((e) => e.stop()));
+      await Promise.all([...new Set(envoys.values())].map((e) => e.stop()));
     }
   }
   const diffs = b.map((x, i) => x - a[i]);

@@ -83,6 +83,7 @@ const LABELS: Record<BenchConfig, string> = {
   "baseline-allow": "3b. baseline revision, allow path",
   "baseline-block": "4b. baseline revision, block path",
   "guard-custom": "6. traffic-guard, allow path + 10 custom rules matching nothing",
+  "baseline-custom": "6b. baseline revision, allow path + 10 custom rules matching nothing",
 };
 
 /** Aggregated numbers of one configuration. */

@@ -78,7 +78,7 @@ export function sidecarSpec(opts: { upstreamPort: number; filters: HttpFilterSpe
 export const BENCH_CONFIGS = ["raw-floor", "no-filter", "native-local-ratelimit", "guard-allow", "guard-block", "noop-wasm", "guard-custom"] as const;
 
 /** The configurations `npm run bench -- --baseline <rev>` adds: traffic-guard at another revision, same pluginConfigs. */
-export const BASELINE_CONFIGS = ["baseline-allow", "baseline-block"] as const;
+export const BASELINE_CONFIGS = ["baseline-allow", "baseline-block", "baseline-custom"] as const;
 
 /** One of {@link BENCH_CONFIGS} or {@link BASELINE_CONFIGS}. */
 export type BenchConfig = (typeof BENCH_CONFIGS)[number] | (typeof BASELINE_CONFIGS)[number];
@@ -177,6 +177,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     "baseline-allow": inputs.baselineWasm ? [wasm(allowPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
     "baseline-block": inputs.baselineWasm ? [wasm(blockPathConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
     "guard-custom": [wasm(customRulesConfig(inputs.source), inputs.guardWasm, "traffic-guard", "traffic-guard")],
+    "baseline-custom": inputs.baselineWasm ? [wasm(customRulesConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
   };
   return {
     name: config.replace(/-/g, "_"),

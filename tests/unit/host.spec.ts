@@ -2,7 +2,7 @@
 // through the module's malloc into one reused scratch region, missing values have length 0, the clock,
 // and that neither header size nor request count grows the memory.
 
-import { readHeader, readProperty, findPair, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
+import { readHeader, readProperty, findPair, indexPairs, indexedPair, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
 import * as mock from "./mock";
 
 function text(n: i32): string { return String.UTF8.decodeUnsafe(valuePtr, <usize>n); }
@@ -145,31 +145,68 @@ function pairs(kv: string[]): ArrayBuffer {
   return buf;
 }
 
+// findPair's answer, checked to be the index's too (indexPairs, indexedPair: the request path's lookup).
+function lookup(p: usize, n: i32, name: ArrayBuffer): i32 {
+  let len = findPair(p, n, name);
+  let at = valuePtr;
+  indexPairs(p, n);
+  expect(indexedPair(name)).toBe(len, "the index's length");
+  expect(valuePtr).toBe(at, "the index's value");
+  return len;
+}
+
 describe("findPair", () => {
   it("finds a header in a pairs block, and the first of two with one name, as a single read would", () => {
     let b = pairs([":method", "GET", ":path", "/a?b", "cookie", "a=1", "cookie", "b=2"]);
     let p = changetype<usize>(b);
-    expect(text(findPair(p, b.byteLength, bytes(":path")))).toBe("/a?b");
-    expect(text(findPair(p, b.byteLength, bytes("cookie")))).toBe("a=1");
-    expect(text(findPair(p, b.byteLength, bytes(":method")))).toBe("GET");
+    expect(text(lookup(p, b.byteLength, bytes(":path")))).toBe("/a?b");
+    expect(text(lookup(p, b.byteLength, bytes("cookie")))).toBe("a=1");
+    expect(text(lookup(p, b.byteLength, bytes(":method")))).toBe("GET");
   });
 
   it("reads an absent header, an empty value and a name that is only a prefix as length 0", () => {
     let b = pairs(["x-empty", "", "user-agent", "curl"]);
     let p = changetype<usize>(b);
-    expect(findPair(p, b.byteLength, bytes("cookie"))).toBe(0);
-    expect(findPair(p, b.byteLength, bytes("x-empty"))).toBe(0);
-    expect(findPair(p, b.byteLength, bytes("user"))).toBe(0);
+    expect(lookup(p, b.byteLength, bytes("cookie"))).toBe(0);
+    expect(lookup(p, b.byteLength, bytes("x-empty"))).toBe(0);
+    expect(lookup(p, b.byteLength, bytes("user"))).toBe(0);
   });
 
   it("reads every header as absent from a truncated or lying block instead of reading past it", () => {
     let b = pairs(["user-agent", "curl/8", "accept", "*/*"]);
     let p = changetype<usize>(b);
-    for (let n = 0; n < b.byteLength; n++) expect(findPair(p, n, bytes("accept"))).toBe(0, "truncated to " + n.toString());
+    for (let n = 0; n < b.byteLength; n++) expect(lookup(p, n, bytes("accept"))).toBe(0, "truncated to " + n.toString());
     store<u32>(p, 0x7fffffff); // a count the block cannot hold
-    expect(findPair(p, b.byteLength, bytes("user-agent"))).toBe(0);
+    expect(lookup(p, b.byteLength, bytes("user-agent"))).toBe(0);
     store<u32>(p, 2);
     store<u32>(p + 8, 0xfffffff0); // a value length past the end
-    expect(findPair(p, b.byteLength, bytes("user-agent"))).toBe(0);
+    expect(lookup(p, b.byteLength, bytes("user-agent"))).toBe(0);
+  });
+
+  it("finds headers past the index's 32 pairs, and a name of a length shared modulo 32, by walking the map", () => {
+    let list: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      list.push("x-h" + i.toString());
+      list.push("v" + i.toString());
+    }
+    list.push("x-" + "a".repeat(38));
+    list.push("long");
+    let b = pairs(list);
+    let p = changetype<usize>(b);
+    expect(text(lookup(p, b.byteLength, bytes("x-h0")))).toBe("v0");
+    expect(text(lookup(p, b.byteLength, bytes("x-h39")))).toBe("v39");
+    expect(text(lookup(p, b.byteLength, bytes("x-" + "a".repeat(38))))).toBe("long");
+    let small = pairs(["x-" + "a".repeat(38), "long", "x-aaaaaa", "short"]); // name lengths 40 and 8
+    let q = changetype<usize>(small);
+    expect(text(lookup(q, small.byteLength, bytes("x-aaaaaa")))).toBe("short");
+    expect(text(lookup(q, small.byteLength, bytes("x-" + "a".repeat(38))))).toBe("long");
+    expect(lookup(q, small.byteLength, bytes("x-bbbbbb"))).toBe(0);
+  });
+
+  it("forgets the previous request's headers when a new map is indexed", () => {
+    let first = pairs(["cookie", "a=1"]);
+    expect(text(lookup(changetype<usize>(first), first.byteLength, bytes("cookie")))).toBe("a=1");
+    let second = pairs(["accept", "*/*"]);
+    expect(lookup(changetype<usize>(second), second.byteLength, bytes("cookie"))).toBe(0);
   });
 });
