@@ -107,8 +107,12 @@ export function advance(r: usize, now: u64, cfg: Config): void {
     let elapsed = now - last;
     for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
     for (let j: usize = 0; j < n; j++) {
+      // Most buckets of most clients are full (their rule matches rarely): those are only clamped.
       let q = params + j * 24;
-      setCustomTokens(r, <i32>j, refillWith(customTokens(r, <i32>j), elapsed, load<f64>(q), load<f64>(q, 8), load<f64>(q, 16)));
+      let level = customTokens(r, <i32>j);
+      let cap = load<f64>(q);
+      if (level < cap) setCustomTokens(r, <i32>j, refillWith(level, elapsed, cap, load<f64>(q, 8), load<f64>(q, 16)));
+      else if (level > cap) setCustomTokens(r, <i32>j, cap);
     }
     store<u64>(r, now, O_UPDATED);
   } else {
