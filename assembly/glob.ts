@@ -87,6 +87,8 @@ export class GlobSet {
   private prefixEnd: usize = 0;
   private suffixEnd: usize = 0;
   private infixEnd: usize = 0;
+  // The length of the shortest literal: a shorter subject (say, the path "/") skips every literal at once.
+  private shortest: usize = <usize>-1;
   private otherCount: i32 = 0;
   private other: ArrayBuffer[] = [];
   private otherMasks: u64[] = [];
@@ -155,6 +157,7 @@ export class GlobSet {
           if (this.firsts[key & 0xff] == 0) this.firsts[key & 0xff] = <u32>(q - base) + 1;
         }
         let n = <usize>lits[i].byteLength;
+        if (n < this.shortest) this.shortest = n;
         store<u32>(q, <u32>n);
         store<u64>(q, litMasks[i], 4);
         memory.copy(q + HEAD, changetype<usize>(lits[i]), n);
@@ -185,6 +188,7 @@ export class GlobSet {
     let acc = this.all;
     if (acc == full || (any && acc != 0)) return acc;
     let sn = <usize>n;
+    if (sn < this.shortest) return this.others(s, sn, acc, full, any);
     let base = changetype<usize>(this.data);
     acc = literals(base, base + this.exactEnd, s, sn, true, false, acc, full, any);
     if (acc == full || (any && acc != 0)) return acc;
@@ -212,6 +216,11 @@ export class GlobSet {
         }
       }
     }
+    return this.others(s, sn, acc, full, any);
+  }
+
+  // scan's last step: the patterns that are not literals, through globMatch.
+  private others(s: usize, sn: usize, acc: u64, full: u64, any: bool): u64 {
     if (this.otherCount == 0) return acc;
     for (let i = 0, k = this.otherCount; i < k; i++) {
       let pat = unchecked(this.other[i]);

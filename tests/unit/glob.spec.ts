@@ -184,6 +184,20 @@ describe("GlobSet masks", () => {
     expect(maskOf(set, "")).toBe(0);
   });
 
+  it("skips every literal for a subject shorter than the shortest one, and still tries the other patterns", () => {
+    let names = ["/search", "/api/*", "*.bak", "*secret*", "/?", "/"];
+    let masks: u64[] = [1, 2, 4, 8, 16, 32];
+    let pats: ArrayBuffer[] = [];
+    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
+    let set = new GlobSet(pats, masks);
+    expect(maskOf(set, "/")).toBe(32); // the one-byte literal is the shortest: nothing is skipped
+    let long = new GlobSet(pats.slice(0, 5), masks.slice(0, 5));
+    expect(maskOf(long, "/")).toBe(0);
+    expect(maskOf(long, "/x")).toBe(16);
+    expect(maskOf(long, ".bak")).toBe(4);
+    expect(maskOf(long, "")).toBe(0);
+  });
+
   it("is zero for an empty set, and matches agrees with a non-zero mask", () => {
     let empty = new GlobSet([]);
     expect(maskOf(empty, "anything")).toBe(0);
