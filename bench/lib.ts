@@ -23,6 +23,8 @@ export interface WrkResult {
   non2xx: number;
   /** Envoy's own CPU time (all its threads, user + system) per request, in microseconds. */
   cpuUs: number;
+  /** The user-space part of cpuUs. */
+  userUs: number;
 }
 
 function micros(v: string): number {
@@ -42,7 +44,7 @@ export function parseWrk(out: string): WrkResult {
   const total = /^\s+(\d+) requests in /m.exec(out);
   if (!rps || !total) throw new Error(`unparseable wrk output:\n${out}`);
   const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
-  return { rps: Number(rps[1]), p50: pct("50"), p90: pct("90"), p99: pct("99"), requests: Number(total[1]), non2xx: non2xx ? Number(non2xx[1]) : 0, cpuUs: 0 };
+  return { rps: Number(rps[1]), p50: pct("50"), p90: pct("90"), p99: pct("99"), requests: Number(total[1]), non2xx: non2xx ? Number(non2xx[1]) : 0, cpuUs: 0, userUs: 0 };
 }
 
 let clockTicks = 0;
@@ -89,12 +91,13 @@ export async function checkWrk(): Promise<string> {
   return stdout.split("\n")[0];
 }
 
-/** CPU seconds (user + system, all threads) a process has used so far, from /proc/<pid>/stat. */
-function cpuSeconds(pid: number): number {
+/** CPU seconds (user, and user + system; all threads) a process has used so far, from /proc/<pid>/stat. */
+function cpuSeconds(pid: number): { user: number; total: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // Fields 14 and 15 of stat(5) (utime, stime) are the 12th and 13th after the command name.
-  return (Number(fields[11]) + Number(fields[12])) / (clockTicks || 100);
+  const tick = clockTicks || 100;
+  return { user: Number(fields[11]) / tick, total: (Number(fields[11]) + Number(fields[12])) / tick };
 }
 
 /**
@@ -104,9 +107,11 @@ function cpuSeconds(pid: number): number {
  */
 export async function wrk(envoy: RunningEnvoy, port: number, seconds: number, connections: number, churnClients?: number): Promise<WrkResult> {
   const pid = envoy.child.pid!;
-  const cpuBefore = cpuSeconds(pid);
+  const before = cpuSeconds(pid);
   const r = await wrkOnly(port, seconds, connections, churnClients);
-  r.cpuUs = ((cpuSeconds(pid) - cpuBefore) * 1e6) / r.requests;
+  const after = cpuSeconds(pid);
+  r.cpuUs = ((after.total - before.total) * 1e6) / r.requests;
+  r.userUs = ((after.user - before.user) * 1e6) / r.requests;
   return r;
 }
 

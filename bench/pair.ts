@@ -19,7 +19,7 @@
  */
 import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
-import { BENCH_CONFIGS, BASELINE_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { BENCH_CONFIGS, BASELINE_CONFIGS, benchListener, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
 import type { HttpFilterSpec, ListenerSpec } from "../dev/envoy-config.ts";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -124,11 +124,6 @@ function chained(listener: ListenerSpec, k: number): ListenerSpec {
   return { ...listener, filters };
 }
 
-/** The listener with its Wasm plugins named after configuration `c`, so that two configurations in one Envoy keep their own shared-data keys and stats. */
-function renamed(listener: ListenerSpec, c: BenchConfig): ListenerSpec {
-  return { ...listener, filters: listener.filters.map((f): HttpFilterSpec => (f.kind === "wasm" ? { ...f, name: `${f.name}-${c}`, pluginName: `${f.pluginName}-${c}` } : f)) };
-}
-
 /** The q-quantile of a non-empty list (linear interpolation). */
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((x, y) => x - y);
@@ -160,7 +155,7 @@ async function main(): Promise<void> {
         // One Envoy, one worker, both configurations as listeners: their plugins share the worker's Wasm VM
         // (same code, same vm_config), so JIT code, Envoy's code and the caches are the same for both.
         const order = first === o.a ? [o.a, o.b] : [o.b, o.a];
-        const listeners = order.map((c) => renamed(chained(benchListener(c, inputs), o.chain), c));
+        const listeners = order.map((c) => namedFor(chained(benchListener(c, inputs), o.chain), c));
         const e = await startEnvoy({ label: `pair-together`, concurrency: 1, logLevel: "warning", spec: { listeners } });
         boostPriority(e.child.pid!);
         for (const c of order) envoys.set(c, e);

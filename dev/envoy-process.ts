@@ -37,6 +37,11 @@ export interface StartOptions {
    * refuse a configuration at startup turns this off.
    */
   validate?: boolean;
+  /**
+   * A command Envoy runs under, with its arguments (`["valgrind", "--tool=callgrind"]`): Envoy's command line
+   * follows them, and the child process is the wrapper's (valgrind runs Envoy in its own process).
+   */
+  wrapper?: string[];
 }
 
 /** A running Envoy. */
@@ -119,9 +124,11 @@ export async function startEnvoy(opts: StartOptions): Promise<RunningEnvoy> {
   const logPath = join(dir, "envoy.log");
   const adminAddressPath = join(dir, "admin-address");
   const fd = openSync(logPath, "a");
+  const [cmd, ...pre] = opts.wrapper?.length ? [...opts.wrapper, bin] : [bin];
   const child = spawn(
-    bin,
+    cmd,
     [
+      ...pre,
       "-c", configPath,
       "--concurrency", String(opts.concurrency),
       "-l", opts.logLevel ?? "info",

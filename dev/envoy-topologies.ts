@@ -138,6 +138,14 @@ export const BENCH_CUSTOM_RULES: object[] = [
   { name: "wordpress", take: { request: { path: ["/wp-login.php", "/xmlrpc.php"] } }, limit: { requests: 2, per: "1h" }, ban: "1h" },
 ];
 
+/**
+ * The listener with its Wasm plugins named after configuration `c`, so that two configurations in one Envoy
+ * keep their own shared-data keys and stats.
+ */
+export function namedFor(listener: ListenerSpec, c: BenchConfig): ListenerSpec {
+  return { ...listener, filters: listener.filters.map((f): HttpFilterSpec => (f.kind === "wasm" ? { ...f, name: `${f.name}-${c}`, pluginName: `${f.pluginName}-${c}` } : f)) };
+}
+
 /** pluginConfig of the allow path with BENCH_CUSTOM_RULES beside the built-in rules. */
 export function customRulesConfig(source: "peer" | "xff"): object {
   const base = allowPathConfig(source) as { rules: object };
