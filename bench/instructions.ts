@@ -21,10 +21,11 @@
  *
  * Needs valgrind (`apt-get install valgrind`) and wrk. Options: --seconds <s> (10, per counted run), --warmup <s>
  * (20, per listener), --rounds <n> (2), --native-seconds <s> (3), --baseline <git revision> (for the baseline-*
- * configurations), --json <file>. A run takes about three minutes. Not part of npm test.
+ * configurations), --json <file>, --keep <dir> (keeps callgrind's dumps there, callgrind.out.1, .2, ... in the
+ * order of the runs, for callgrind_annotate). A run takes about four minutes. Not part of npm test.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
@@ -41,6 +42,7 @@ interface Options {
   nativeSeconds: number;
   baseline?: string;
   json?: string;
+  keep?: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -53,9 +55,9 @@ function parseArgs(argv: string[]): Options {
       continue;
     }
     const value = argv[++i];
-    if (flag === "--baseline" || flag === "--json") {
+    if (flag === "--baseline" || flag === "--json" || flag === "--keep") {
       if (!value) throw new Error(`${flag}: expected a value`);
-      o[flag === "--baseline" ? "baseline" : "json"] = value;
+      o[flag === "--baseline" ? "baseline" : flag === "--json" ? "json" : "keep"] = value;
       continue;
     }
     const n = Number(value);
@@ -64,7 +66,7 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--warmup") o.warmup = n;
     else if (flag === "--rounds") o.rounds = Math.round(n);
     else if (flag === "--native-seconds") o.nativeSeconds = n;
-    else throw new Error(`unknown option "${flag}" (options: --seconds, --warmup, --rounds, --native-seconds, --baseline, --json)`);
+    else throw new Error(`unknown option "${flag}" (options: --seconds, --warmup, --rounds, --native-seconds, --baseline, --json, --keep)`);
   }
   if (names.length === 0) names.push("guard-allow", "guard-custom");
   const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
@@ -150,7 +152,8 @@ async function main(): Promise<void> {
     }
   }
 
-  const dir = mkdtempSync(join(tmpdir(), "bench-instructions-"));
+  const dir = o.keep ?? mkdtempSync(join(tmpdir(), "bench-instructions-"));
+  if (o.keep) mkdirSync(o.keep, { recursive: true });
   const outFile = join(dir, "callgrind.out");
   const runs: Counted[] = [];
   process.stderr.write("starting Envoy under callgrind (about a minute)\n");
@@ -177,7 +180,7 @@ async function main(): Promise<void> {
     }
   } finally {
     await e.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (!o.keep) rmSync(dir, { recursive: true, force: true });
   }
 
   const of = (c: BenchConfig) => runs.filter((r) => r.config === c);
