@@ -124,6 +124,24 @@ function chained(listener: ListenerSpec, k: number): ListenerSpec {
   return { ...listener, filters };
 }
 
+/**
+ * A 95 % confidence interval of the median of `xs`, by bootstrap (2 000 resamples drawn with a fixed seed, so
+ * that the same samples give the same interval).
+ */
+function medianInterval(xs: number[]): [number, number] {
+  let seed = 0x9e3779b9;
+  const random = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const medians: number[] = [];
+  for (let i = 0; i < 2000; i++) medians.push(median(xs.map(() => xs[Math.floor(random() * xs.length)])));
+  return [quantile(medians, 0.025), quantile(medians, 0.975)];
+}
+
 /** The q-quantile of a non-empty list (linear interpolation). */
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((x, y) => x - y);
@@ -192,11 +210,12 @@ async function main(): Promise<void> {
   }
   const diffs = b.map((x, i) => x - a[i]);
   console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
-  console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs)`);
+  const [low, high] = medianInterval(diffs);
+  console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs; 95 % confidence interval of the median ${low.toFixed(2)} to ${high.toFixed(2)} µs, bootstrap)`);
   console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
   if (o.chain > 1) {
     const k = o.chain;
-    console.log(`  per filter (${k} in each chain): ${(median(diffs) / k).toFixed(2)} µs (interquartile range ${(quantile(diffs, 0.25) / k).toFixed(2)} to ${(quantile(diffs, 0.75) / k).toFixed(2)} µs)`);
+    console.log(`  per filter (${k} in each chain): ${(median(diffs) / k).toFixed(2)} µs (interquartile range ${(quantile(diffs, 0.25) / k).toFixed(2)} to ${(quantile(diffs, 0.75) / k).toFixed(2)} µs; confidence interval ${(low / k).toFixed(2)} to ${(high / k).toFixed(2)} µs)`);
   }
   if (o.split) {
     const d = jitB.map((x, i) => x - jitA[i]);
