@@ -100,7 +100,7 @@ interface Counted {
 }
 
 /** The event totals of a callgrind dump ("events:" names, "summary:" counts). */
-export function dumpTotals(text: string): Map<string, number> {
+function dumpTotals(text: string): Map<string, number> {
   const events = /^events:\s*(.+)$/m.exec(text);
   const summary = /^(?:summary|totals):\s*(.+)$/m.exec(text);
   if (!events || !summary) throw new Error("a callgrind dump without events: and summary: lines");

@@ -15,7 +15,10 @@
  * (builds the filter at that revision, so that configurations baseline-allow, baseline-block and baseline-custom can be
  * paired with guard-allow, guard-block and guard-custom: a change's before and after), --chain <k> (each Envoy runs k copies of the
  * configuration's Wasm filter in one chain, as k plugins with their own names: a per-filter difference is
- * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too).
+ * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too),
+ * --together (both configurations as listeners of one Envoy: same process, same worker, and the same Wasm VM when
+ * the module is the same, so that which process started first no longer matters).
+ * Besides the median and interquartile range, a 95 % bootstrap confidence interval of the median is given.
  */
 import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
