@@ -67,6 +67,13 @@ function literals(q: usize, end: usize, s: usize, sn: usize, whole: bool, atEnd:
   return acc;
 }
 
+// Whether a scan can stop: every mask is in, or (with `any`) one is.
+// @ts-ignore: decorator
+@inline
+function settled(acc: u64, full: u64, any: bool): bool {
+  return acc == full || (any && acc != 0);
+}
+
 /**
  * A list of lowercased glob patterns compiled once for matching one subject against all of them, each
  * pattern with a mask: `matches` says whether any pattern matches, `matchMask` ORs the masks of all that
@@ -186,16 +193,16 @@ export class GlobSet {
   private scan(s: usize, n: i32, any: bool): u64 {
     let full = this.union;
     let acc = this.all;
-    if (acc == full || (any && acc != 0)) return acc;
+    if (settled(acc, full, any)) return acc;
     let sn = <usize>n;
     if (sn < this.shortest) return this.others(s, sn, acc, full, any);
     let base = changetype<usize>(this.data);
     acc = literals(base, base + this.exactEnd, s, sn, true, false, acc, full, any);
-    if (acc == full || (any && acc != 0)) return acc;
+    if (settled(acc, full, any)) return acc;
     acc = literals(base + this.exactEnd, base + this.prefixEnd, s, sn, false, false, acc, full, any);
-    if (acc == full || (any && acc != 0)) return acc;
+    if (settled(acc, full, any)) return acc;
     acc = literals(base + this.prefixEnd, base + this.suffixEnd, s, sn, false, true, acc, full, any);
-    if (acc == full || (any && acc != 0)) return acc;
+    if (settled(acc, full, any)) return acc;
     let infixEnd = base + this.infixEnd;
     let q = base + this.suffixEnd;
     if (q < infixEnd) {

@@ -10,7 +10,7 @@ import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import type { HttpFilterSpec } from "../dev/envoy-config.ts";
 import { compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { BENCH_CUSTOM_RULES } from "../dev/envoy-topologies.ts";
-import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
+import { isolateEnvoy, checkWrk, median, wrk } from "./lib.ts";
 
 const never = { requests: 1_000_000, per: "1s" };
 const off = { enabled: false };
@@ -59,7 +59,7 @@ async function main(): Promise<void> {
           spec: { listeners: [{ name: "b", ipv4: "127.0.0.1", useRemoteAddress: false, filters, route: { kind: "direct_response", status: 200, body: "ok\n" } }] },
         }),
       );
-      boostPriority(envoys[envoys.length - 1].child.pid!);
+      isolateEnvoy(envoys[envoys.length - 1].child.pid!);
       process.stderr.write(`started: ${label}\n`);
     }
     const cpu: number[][] = VARIANTS.map(() => []);

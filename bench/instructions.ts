@@ -31,7 +31,7 @@ import { join } from "node:path";
 import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
-import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
+import { isolateEnvoy, checkWrk, median, wrk } from "./lib.ts";
 
 interface Options {
   a: BenchConfig;
@@ -144,7 +144,7 @@ async function main(): Promise<void> {
   {
     const e = await startEnvoy({ label: "instructions-native", concurrency: 1, logLevel: "warning", spec: { listeners } });
     try {
-      boostPriority(e.child.pid!);
+      isolateEnvoy(e.child.pid!);
       for (const c of [o.a, o.b]) await wrk(e, port(e, c), 2, 16);
       for (let i = 0; i < 3; i++) native.push((await wrk(e, port(e, o.a), o.nativeSeconds, 16)).userUs);
     } finally {

@@ -18,7 +18,7 @@ import type { HttpFilterSpec } from "../dev/envoy-config.ts";
 import { REPO_ROOT } from "../dev/envoy.ts";
 import { assembleWat, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { allowPathConfig } from "../dev/envoy-topologies.ts";
-import { boostPriority, checkWrk, median, wrk } from "./lib.ts";
+import { isolateEnvoy, checkWrk, median, wrk } from "./lib.ts";
 
 /** One host interaction a rung adds to the floor. */
 type Step =
@@ -219,7 +219,7 @@ async function main(): Promise<void> {
           spec: { listeners: [{ name: "b", ipv4: "127.0.0.1", useRemoteAddress: false, filters: e.filters, route: { kind: "direct_response", status: 200, body: "ok\n" } }] },
         }),
       );
-      boostPriority(envoys[envoys.length - 1].child.pid!);
+      isolateEnvoy(envoys[envoys.length - 1].child.pid!);
     }
     const cpu: number[][] = entries.map(() => []);
     for (let rep = 0; rep < o.reps; rep++) {

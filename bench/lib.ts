@@ -52,11 +52,12 @@ let boosted = false;
 const BOOST = -10;
 
 /**
- * When running as root, raises the scheduling priority (nice -10) of every thread of a benchmarked
- * Envoy, and runs wrk at the same priority, so that other work on the machine (other test suites)
- * disturbs the measurement less. Returns whether it did.
+ * Sets a benchmarked Envoy apart from other work on the machine: pins its threads (pinEnvoy, below) and,
+ * when running as root, raises the scheduling priority (nice -10) of every thread, and runs wrk at the same
+ * priority, so that other work (other test suites) disturbs the measurement less. Returns whether it raised
+ * the priority.
  */
-export function boostPriority(pid: number): boolean {
+export function isolateEnvoy(pid: number): boolean {
   pinEnvoy(pid);
   if (process.getuid?.() !== 0) return false;
   for (const tid of readdirSync(`/proc/${pid}/task`)) {

@@ -28,7 +28,7 @@ import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { boostPriority, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
+import { isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 interface Options {
   a: BenchConfig;
@@ -178,12 +178,12 @@ async function main(): Promise<void> {
         const order = first === o.a ? [o.a, o.b] : [o.b, o.a];
         const listeners = order.map((c) => namedFor(chained(benchListener(c, inputs), o.chain), c));
         const e = await startEnvoy({ label: `pair-together`, concurrency: 1, logLevel: "warning", spec: { listeners } });
-        boostPriority(e.child.pid!);
+        isolateEnvoy(e.child.pid!);
         for (const c of order) envoys.set(c, e);
       } else {
         for (const c of first === o.a ? [o.a, o.b] : [o.b, o.a]) {
           const e = await startEnvoy({ label: `pair-${c}`, concurrency: 1, logLevel: "warning", spec: { listeners: [chained(benchListener(c, inputs), o.chain)] } });
-          boostPriority(e.child.pid!);
+          isolateEnvoy(e.child.pid!);
           envoys.set(c, e);
         }
       }

@@ -26,7 +26,7 @@ import { ensureEnvoy } from "../dev/envoy.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
 import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
-import { boostPriority, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
+import { isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 /** Parsed command-line options. */
 interface Options {
@@ -111,7 +111,7 @@ async function measure(mode: "single" | "churn", o: Options, wasm: { guard: stri
     for (const config of configs) {
       const listener = benchListener(config, { guardWasm: wasm.guard, noopWasm: wasm.noop, floorWasm: wasm.floor, baselineWasm: wasm.baseline, source });
       const envoy = await startEnvoy({ label: `bench-${mode}-${config}`, concurrency: 1, logLevel: "warning", spec: { listeners: [listener] } });
-      boostPriority(envoy.child.pid!);
+      isolateEnvoy(envoy.child.pid!);
       envoys.set(config, envoy);
     }
     const port = (c: BenchConfig) => envoys.get(c)!.ports.get(c.replace(/-/g, "_"))!.ipv4;

@@ -135,10 +135,7 @@ describe("GlobSet", () => {
   });
 
   it("matches a subject when any of its patterns does, with the infix patterns searched in one pass", () => {
-    let pats: ArrayBuffer[] = [];
-    let names = ["*sqlmap*", "*nikto*", "*nmap*", "*masscan*", "*zgrab*", "*nuclei*", "go-http-client/*"];
-    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
-    let set = new GlobSet(pats);
+    let set = new GlobSet(patterns(["*sqlmap*", "*nikto*", "*nmap*", "*masscan*", "*zgrab*", "*nuclei*", "go-http-client/*"]));
     let hit = ["Mozilla/5.0 (compatible; Nmap Scripting Engine)", "nuclei - open-source", "Go-http-client/1.1", "x ZGRAB/0.x", "nmap", "masscan"];
     let miss = ["Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36", "nma", "go-http-clien"];
     for (let i = 0; i < hit.length; i++) {
@@ -152,6 +149,13 @@ describe("GlobSet", () => {
   });
 });
 
+// The patterns, lowercased as parseConfig lowercases them, as UTF-8 bytes.
+function patterns(names: string[]): ArrayBuffer[] {
+  let out: ArrayBuffer[] = [];
+  for (let i = 0; i < names.length; i++) out.push(String.UTF8.encode(asciiLower(names[i])));
+  return out;
+}
+
 // The masks of the patterns a subject matches, as the custom rules' matchers use them (one bit per matcher).
 function maskOf(set: GlobSet, subject: string): u64 {
   let s = String.UTF8.encode(subject);
@@ -162,9 +166,7 @@ describe("GlobSet masks", () => {
   it("ORs the masks of every matching pattern of every shape, not only the first", () => {
     let names = ["/admin", "/api/*", "*.bak", "*secret*", "/a?i/*", "*"];
     let masks: u64[] = [1, 2, 4, 8, 16, 32];
-    let pats: ArrayBuffer[] = [];
-    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
-    let set = new GlobSet(pats, masks);
+    let set = new GlobSet(patterns(names), masks);
     expect(set.union).toBe(63);
     expect(maskOf(set, "/admin")).toBe(1 | 32);
     expect(maskOf(set, "/api/secret.bak")).toBe(2 | 4 | 8 | 16 | 32);
@@ -175,9 +177,7 @@ describe("GlobSet masks", () => {
   it("finds each infix literal among several sharing a first byte, wherever it starts", () => {
     let names = ["*nmap*", "*nikto*", "*nuclei*", "*zgrab*", "*nuclei*"];
     let masks: u64[] = [1, 2, 4, 8, (<u64>1) << 32];
-    let pats: ArrayBuffer[] = [];
-    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
-    let set = new GlobSet(pats, masks);
+    let set = new GlobSet(patterns(names), masks);
     expect(maskOf(set, "Nuclei and NMAP")).toBe(1 | 4 | ((<u64>1) << 32));
     expect(maskOf(set, "x-nikto")).toBe(2);
     expect(maskOf(set, "zgra")).toBe(0);
@@ -187,8 +187,7 @@ describe("GlobSet masks", () => {
   it("skips every literal for a subject shorter than the shortest one, and still tries the other patterns", () => {
     let names = ["/search", "/api/*", "*.bak", "*secret*", "/?", "/"];
     let masks: u64[] = [1, 2, 4, 8, 16, 32];
-    let pats: ArrayBuffer[] = [];
-    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(names[i]));
+    let pats = patterns(names);
     let set = new GlobSet(pats, masks);
     expect(maskOf(set, "/")).toBe(32); // the one-byte literal is the shortest: nothing is skipped
     let long = new GlobSet(pats.slice(0, 5), masks.slice(0, 5));
@@ -212,9 +211,7 @@ describe("GlobSet masks", () => {
 describe("GlobSet duplicates", () => {
   it("matches a literal listed twice once, with both masks", () => {
     let names = ["*sqlmap*", "/x", "*SQLMAP*", "/x"];
-    let pats: ArrayBuffer[] = [];
-    for (let i = 0; i < names.length; i++) pats.push(String.UTF8.encode(asciiLower(names[i])));
-    let set = new GlobSet(pats, [1, 2, 4, 8]);
+    let set = new GlobSet(patterns(names), [1, 2, 4, 8]);
     expect(maskOf(set, "sqlmap/1.7")).toBe(1 | 4);
     expect(maskOf(set, "/x")).toBe(2 | 8);
     expect(set.union).toBe(15);
