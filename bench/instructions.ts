@@ -30,8 +30,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
-import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
-import { isolateEnvoy, checkWrk, median, wrk } from "./lib.ts";
+import { benchListener, benchPort, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { configPair, isolateEnvoy, checkWrk, median, wrk } from "./lib.ts";
 
 interface Options {
   a: BenchConfig;
@@ -69,14 +69,8 @@ function parseArgs(argv: string[]): Options {
     else throw new Error(`unknown option "${flag}" (options: --seconds, --warmup, --rounds, --native-seconds, --baseline, --json, --keep)`);
   }
   if (names.length === 0) names.push("guard-allow", "guard-custom");
-  const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
-  if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
-  if (names[0] === names[1]) throw new Error(`expected two different configurations, got "${names[0]}" twice`);
-  for (const n of names) {
-    if (!known.includes(n)) throw new Error(`unknown configuration "${n}" (configurations: ${known.join(", ")})`);
-    if ((BASELINE_CONFIGS as readonly string[]).includes(n) && o.baseline === undefined) throw new Error(`configuration "${n}" needs --baseline <git revision>`);
-  }
-  return { ...o, a: names[0] as BenchConfig, b: names[1] as BenchConfig };
+  const [a, b] = configPair(names, o.baseline);
+  return { ...o, a, b };
 }
 
 /** Fails with a clear message when valgrind's callgrind cannot run. */
@@ -111,7 +105,7 @@ function dumpTotals(text: string): Map<string, number> {
 
 /** Runs wrk against one listener, then has callgrind dump (and zero) its counters; returns the run's figures. */
 async function counted(e: RunningEnvoy, c: BenchConfig, outFile: string, dumps: { n: number }, seconds: number): Promise<Counted> {
-  const r = await wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, 16);
+  const r = await wrk(e, benchPort(e, c), seconds, 16);
   if (r.non2xx !== 0 && !c.endsWith("-block")) throw new Error(`${c}: ${r.non2xx} responses were not 2xx/3xx`);
   const said = execFileSync("callgrind_control", [`--dump=${c}`, String(e.child.pid)], { encoding: "utf8" });
   const file = `${outFile}.${++dumps.n}`;
@@ -137,7 +131,6 @@ async function main(): Promise<void> {
     baselineWasm: o.baseline ? buildAtRevision(o.baseline, (l) => process.stderr.write(`${l}\n`)).path : undefined,
   };
   const listeners = [o.a, o.b].map((c) => namedFor(benchListener(c, inputs), c));
-  const port = (e: RunningEnvoy, c: BenchConfig) => e.ports.get(c.replace(/-/g, "_"))!.ipv4;
 
   // Natively first: Envoy's user CPU per request of configuration A.
   const native: number[] = [];
@@ -145,8 +138,8 @@ async function main(): Promise<void> {
     const e = await startEnvoy({ label: "instructions-native", concurrency: 1, logLevel: "warning", spec: { listeners } });
     try {
       isolateEnvoy(e.child.pid!);
-      for (const c of [o.a, o.b]) await wrk(e, port(e, c), 2, 16);
-      for (let i = 0; i < 3; i++) native.push((await wrk(e, port(e, o.a), o.nativeSeconds, 16)).userUs);
+      for (const c of [o.a, o.b]) await wrk(e, benchPort(e, c), 2, 16);
+      for (let i = 0; i < 3; i++) native.push((await wrk(e, benchPort(e, o.a), o.nativeSeconds, 16)).userUs);
     } finally {
       await e.stop();
     }
@@ -168,7 +161,7 @@ async function main(): Promise<void> {
     wrapper: ["valgrind", "--tool=callgrind", "--trace-children=yes", "--smc-check=all-non-file", "--cache-sim=yes", `--callgrind-out-file=${outFile}`],
   });
   try {
-    for (const c of [o.a, o.b]) await wrk(e, port(e, c), o.warmup, 16);
+    for (const c of [o.a, o.b]) await wrk(e, benchPort(e, c), o.warmup, 16);
     execFileSync("callgrind_control", ["--zero", String(e.child.pid)], { stdio: "ignore" });
     const dumps = { n: 0 };
     for (let round = 0; round < o.rounds; round++) {

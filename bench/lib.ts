@@ -8,6 +8,7 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { REPO_ROOT } from "../dev/envoy.ts";
+import { BASELINE_CONFIGS, BENCH_CONFIGS, type BenchConfig } from "../dev/envoy-topologies.ts";
 import type { RunningEnvoy } from "../dev/envoy-process.ts";
 
 const execFileAsync = promisify(execFile);
@@ -142,3 +143,17 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 }
 
+/**
+ * The two configurations a paired benchmark compares, from its command line: two different known names, a
+ * baseline-* one only with --baseline. Throws a message naming the problem otherwise.
+ */
+export function configPair(names: string[], baseline: string | undefined): [BenchConfig, BenchConfig] {
+  const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
+  if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
+  if (names[0] === names[1]) throw new Error(`expected two different configurations, got "${names[0]}" twice`);
+  for (const n of names) {
+    if (!known.includes(n)) throw new Error(`unknown configuration "${n}" (configurations: ${known.join(", ")})`);
+    if ((BASELINE_CONFIGS as readonly string[]).includes(n) && baseline === undefined) throw new Error(`configuration "${n}" needs --baseline <git revision>`);
+  }
+  return [names[0] as BenchConfig, names[1] as BenchConfig];
+}

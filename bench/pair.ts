@@ -22,13 +22,13 @@
  */
 import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
-import { BENCH_CONFIGS, BASELINE_CONFIGS, benchListener, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { benchListener, benchPort, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
 import type { HttpFilterSpec, ListenerSpec } from "../dev/envoy-config.ts";
 import { spawn, execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
+import { configPair, isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
 interface Options {
   a: BenchConfig;
@@ -71,13 +71,8 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--chain") o.chain = Math.round(n);
     else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain)`);
   }
-  const known: readonly string[] = [...BENCH_CONFIGS, ...BASELINE_CONFIGS];
-  if (names.length !== 2) throw new Error(`expected two configurations, got ${names.length} (configurations: ${known.join(", ")})`);
-  for (const n of names) {
-    if (!known.includes(n)) throw new Error(`unknown configuration "${n}" (configurations: ${known.join(", ")})`);
-    if ((BASELINE_CONFIGS as readonly string[]).includes(n) && o.baseline === undefined) throw new Error(`configuration "${n}" needs --baseline <git revision>`);
-  }
-  return { ...o, a: names[0] as BenchConfig, b: names[1] as BenchConfig };
+  const [a, b] = configPair(names, o.baseline);
+  return { ...o, a, b };
 }
 
 /** perf's sampling frequency for --split: one sample per 250 µs of a thread's CPU time. */
@@ -189,7 +184,7 @@ async function main(): Promise<void> {
       }
       const run = async (c: BenchConfig, seconds: number, split = false) => {
         const e = envoys.get(c)!;
-        const measure = () => wrk(e, e.ports.get(c.replace(/-/g, "_"))!.ipv4, seconds, o.connections, o.clients);
+        const measure = () => wrk(e, benchPort(e, c), seconds, o.connections, o.clients);
         const { r, jitUs } = split ? await sampled(e.child.pid!, perfDir, measure) : { r: await measure(), jitUs: 0 };
         if (r.non2xx !== 0 && !c.endsWith("-block")) throw new Error(`${c}: ${r.non2xx} responses were not 2xx/3xx`);
         return { cpu: r.cpuUs, jitUs };

@@ -24,7 +24,7 @@ import { writeFileSync } from "node:fs";
 import { availableParallelism, loadavg } from "node:os";
 import { ensureEnvoy } from "../dev/envoy.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
-import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, type BenchConfig } from "../dev/envoy-topologies.ts";
+import { BASELINE_CONFIGS, BENCH_CONFIGS, benchListener, benchPort, type BenchConfig } from "../dev/envoy-topologies.ts";
 import { assembleWat, buildAtRevision, compileModule, ensureFilterBuilt } from "../dev/wasm-build.ts";
 import { isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
 
@@ -114,7 +114,7 @@ async function measure(mode: "single" | "churn", o: Options, wasm: { guard: stri
       isolateEnvoy(envoy.child.pid!);
       envoys.set(config, envoy);
     }
-    const port = (c: BenchConfig) => envoys.get(c)!.ports.get(c.replace(/-/g, "_"))!.ipv4;
+    const port = (c: BenchConfig) => benchPort(envoys.get(c)!, c);
     const run = (c: BenchConfig, seconds: number) => wrk(envoys.get(c)!, port(c), seconds, o.connections, churn);
 
     // The block path needs every benchmark client banned before it is measured.

@@ -4,6 +4,7 @@
  * gateway and sidecar of topology B, and the benchmark's five configurations.
  */
 import type { DownstreamTlsSpec, EnvoySpec, HttpFilterSpec, ListenerSpec, TlsFiles, WasmFilterSpec } from "./envoy-config.ts";
+import type { RunningEnvoy } from "./envoy-process.ts";
 
 /**
  * Topology A: the filter on the proxy that clients reach directly, configured as an edge proxy
@@ -157,6 +158,16 @@ export function blockPathConfig(source: "peer" | "xff"): object {
   return { clientAddress: benchClientAddress(source), rules: { rate: { limit: { requests: 1, per: "1h" }, ban: "24h" } } };
 }
 
+/** The name of configuration `c`'s benchmark listener (Envoy listener names take no '-'). */
+export function benchListenerName(c: BenchConfig): string {
+  return c.replace(/-/g, "_");
+}
+
+/** The IPv4 port of configuration `c`'s benchmark listener in Envoy `e`. */
+export function benchPort(e: RunningEnvoy, c: BenchConfig): number {
+  return e.ports.get(benchListenerName(c))!.ipv4;
+}
+
 /**
  * One benchmark listener: `--concurrency 1` Envoy answers with a direct_response so the upstream
  * costs nothing; only the filter differs between configurations. use_remote_address stays false
@@ -188,7 +199,7 @@ export function benchListener(config: BenchConfig, inputs: BenchInputs): Listene
     "baseline-custom": inputs.baselineWasm ? [wasm(customRulesConfig(inputs.source), inputs.baselineWasm, "traffic-guard", "traffic-guard")] : [],
   };
   return {
-    name: config.replace(/-/g, "_"),
+    name: benchListenerName(config),
     ipv4: "127.0.0.1",
     useRemoteAddress: inputs.source === "xff" && (config.startsWith("guard-") || config.startsWith("baseline-")),
     filters: filters[config],
