@@ -37,7 +37,7 @@ function micros(v: string): number {
 /** Parses wrk's --latency report. */
 export function parseWrk(out: string): WrkResult {
   const pct = (p: string) => {
-    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)$`, "m").exec(out);
+    const m = new RegExp(`^\\s+${p}%\\s+(\\S+)\\s*$`, "m").exec(out); // wrk pads a latency in seconds ("1.01s ")
     if (!m) throw new Error(`wrk output has no ${p}% line:\n${out}`);
     return micros(m[1]);
   };

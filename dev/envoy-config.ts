@@ -36,6 +36,11 @@ export interface WasmFilterSpec {
    * Undefined renders the Wasm config inline.
    */
   ecdsPath?: string;
+  /**
+   * vm_config.vm_id. Istio sets none, so every plugin of one module shares one Wasm VM per worker; the
+   * benchmark gives each configuration its own, so that each runs as it would alone in a proxy.
+   */
+  vmId?: string;
 }
 
 /**
@@ -142,6 +147,7 @@ export function wasmFilter(spec: WasmFilterSpec): object {
       runtime: "envoy.wasm.runtime.v8",
       code: { local: { filename: spec.wasmPath } },
       environment_variables: { key_values: { ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION: "1" } },
+      ...(spec.vmId === undefined ? {} : { vm_id: spec.vmId }),
     },
   };
   // Istio leaves configuration unset when pluginConfig is empty.

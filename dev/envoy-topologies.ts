@@ -140,11 +140,12 @@ export const BENCH_CUSTOM_RULES: object[] = [
 ];
 
 /**
- * The listener with its Wasm plugins named after configuration `c`, so that two configurations in one Envoy
- * keep their own shared-data keys and stats.
+ * The listener with its Wasm plugins named after configuration `c` and in a Wasm VM of their own, so that
+ * two configurations in one Envoy keep their own shared-data keys and stats, and each runs as it would
+ * alone in a proxy: two plugins of one module would otherwise share one VM (docs/benchmark.md, Method).
  */
 export function namedFor(listener: ListenerSpec, c: BenchConfig): ListenerSpec {
-  return { ...listener, filters: listener.filters.map((f): HttpFilterSpec => (f.kind === "wasm" ? { ...f, name: `${f.name}-${c}`, pluginName: `${f.pluginName}-${c}` } : f)) };
+  return { ...listener, filters: listener.filters.map((f): HttpFilterSpec => (f.kind === "wasm" ? { ...f, name: `${f.name}-${c}`, pluginName: `${f.pluginName}-${c}`, vmId: c } : f)) };
 }
 
 /** pluginConfig of the allow path with BENCH_CUSTOM_RULES beside the built-in rules. */
