@@ -3,6 +3,8 @@
 // (below) sorts a list of patterns by shape; globMatch, the classic backtrack-to-last-star loop, O(len(subject)
 // x stars), handles the rest.
 
+import { sameBytes } from "./bytes";
+
 // @ts-ignore: decorator
 @inline
 function fold(c: u32): u32 {
@@ -138,7 +140,7 @@ export class GlobSet {
       let dup = -1;
       for (let k = 0; k < keys.length && dup < 0; k++) {
         let o = lits[k];
-        if (keys[k] == key && o.byteLength == lit.byteLength && memory.compare(changetype<usize>(o), changetype<usize>(lit), <usize>lit.byteLength) == 0) dup = k;
+        if (keys[k] == key && o.byteLength == lit.byteLength && sameBytes(changetype<usize>(o), changetype<usize>(lit), <usize>lit.byteLength)) dup = k;
       }
       if (dup >= 0) {
         litMasks[dup] |= mask;

@@ -13,6 +13,7 @@
 
 import * as imports from "@solo-io/proxy-runtime/assembly/imports";
 import { WasmResultValues } from "@solo-io/proxy-runtime/assembly/runtime";
+import { sameBytes } from "./bytes";
 
 // Out-parameters written by the host: a pointer and a size (u32 each on wasm32).
 const OUT = memory.data(8);
@@ -124,19 +125,30 @@ export function readPairs(map: i32): i32 {
   return finishRead(imports.proxy_get_header_map_pairs(map, OUT, OUT + 4));
 }
 
-// The current request's headers (beginRequest, requestHeader).
+// The current request's headers (beginRequest, requestHeader, pickRequestHeaders), and its header map
+// once read whole.
 let wholeMap = false;
 let mapRead = false;
+let mapPtr: usize = 0;
+let mapLen: i32 = 0;
 
 /**
  * Starts a request's header reads: with `whole` (the configuration may read two or more request headers),
- * the first requestHeader reads the whole map in one host call and every later one looks up in it; else
- * each requestHeader is one host call. Every value the host returns costs Envoy a call into the module's
- * malloc, so one map read is cheaper than two or more present headers read one by one.
+ * the first read takes the whole map in one host call and every later one looks up in it; else each read
+ * is one host call. Every value the host returns costs Envoy a call into the module's malloc, so one map
+ * read is cheaper than two or more present headers read one by one.
  */
 export function beginRequest(whole: bool): void {
   wholeMap = whole;
   mapRead = false;
+}
+
+// Reads the current request's header map whole, once per request.
+function readRequestMap(): void {
+  if (mapRead) return;
+  mapRead = true;
+  mapLen = readPairs(REQUEST_HEADERS);
+  mapPtr = valuePtr;
 }
 
 /**
@@ -145,89 +157,114 @@ export function beginRequest(whole: bool): void {
  * was read whole.
  */
 export function requestHeader(name: ArrayBuffer): i32 {
-  return requestHeaderAt(changetype<usize>(name), <usize>name.byteLength);
+  if (!wholeMap) return readHeader(REQUEST_HEADERS, name);
+  readRequestMap();
+  return findPair(mapPtr, mapLen, name);
 }
 
-/** requestHeader with the name's `len` bytes at `name`. */
-export function requestHeaderAt(name: usize, len: usize): i32 {
-  if (!wholeMap) return readHeaderAt(REQUEST_HEADERS, name, len);
-  if (!mapRead) {
-    mapRead = true;
-    let n = readPairs(REQUEST_HEADERS);
-    indexPairs(valuePtr, n);
-  }
-  return indexedPairAt(name, len);
-}
-
-// The index of the current request's header map (indexPairs): per pair [u32 name ptr][u32 name length]
-// [u32 value ptr][u32 value length], and per name length (mod 32) a bit mask of the pairs with a name of
-// that length, so that a lookup compares only the names of its length, mostly none or one. A request's
-// headers are looked up several times (the client's address, each matcher's method, path, User-Agent and
-// named headers) and most named headers are absent: an absent one costs one load instead of a walk.
-const INDEX_PAIRS: usize = 32;
-const PAIR_INDEX = memory.data(<i32>INDEX_PAIRS * 16);
-const BY_LENGTH = memory.data(32 * 4);
-let indexed: usize = 0;
-// Whether the map has more pairs than the index holds: lookups then walk it (findPairAt).
-let indexOverflow = false;
-let indexedPtr: usize = 0;
-let indexedLen: i32 = 0;
+/** The names a HeaderNames finds in its one pass over a map (pickPairs); the others are looked up by a walk. */
+export const PICK_MAX = 32;
 
 /**
- * Indexes the n pairs bytes at p (readPairs) for indexedPair, replacing the previous index. Malformed
- * pairs, which Envoy never sends, end the index there, so that a lookup answers as findPair would.
+ * A fixed list of request header names (lowercase), compiled once so that one pass over a request's header
+ * map finds every one of them (pickPairs): per name length (mod 32), the bits of the names of that length,
+ * so that a pair whose name has no such length costs one load, and one that has compares with those names only.
  */
-export function indexPairs(p: usize, n: i32): void {
-  for (let i: usize = 0; i < indexed; i++) store<u32>(BY_LENGTH + ((<usize>load<u32>(PAIR_INDEX + i * 16, 4) & 31) << 2), 0);
-  indexed = 0;
-  indexOverflow = false;
-  indexedPtr = p;
-  indexedLen = n;
+export class HeaderNames {
+  /** The names. */
+  names: ArrayBuffer[];
+  /** By name length mod 32: the bits of the first PICK_MAX names of that length. */
+  byLength: StaticArray<u32> = new StaticArray<u32>(32);
+  /** The bits of the first PICK_MAX names. */
+  all: u32 = 0;
+
+  constructor(names: ArrayBuffer[]) {
+    this.names = names;
+    for (let i = 0, n = min(names.length, <i32>PICK_MAX); i < n; i++) {
+      this.byLength[names[i].byteLength & 31] |= (<u32>1) << <u32>i;
+    }
+    this.all = names.length >= <i32>PICK_MAX ? <u32>-1 : ((<u32>1) << <u32>names.length) - 1;
+  }
+}
+
+// The values pickPairs found, per name: [u32 pointer][u32 length]; `picked` has the bits of the names found.
+const PICKED = memory.data(<i32>PICK_MAX * 8);
+let picked: u32 = 0;
+// The names picked last, and whether from a map (pickPairs) or by single reads.
+let pickNames: usize = 0;
+let pickedFromMap = false;
+let pickPtr: usize = 0;
+let pickLen: i32 = 0;
+
+/**
+ * Picks the values of `names` from the current request (beginRequest) for pickedHeader: with the map read
+ * whole, in one pass over it (pickPairs); else each pickedHeader is one host read. `names` is not retained
+ * for the collector: its owner (a Plan) keeps it alive.
+ */
+export function pickRequestHeaders(names: HeaderNames): void {
+  if (!wholeMap) {
+    pickNames = changetype<usize>(names);
+    pickedFromMap = false;
+    return;
+  }
+  readRequestMap();
+  pickPairs(mapPtr, mapLen, names);
+}
+
+/**
+ * Finds the first value of each of `names` in the n pairs bytes at p (readPairs) in one pass, for
+ * pickedHeader. Malformed pairs, which Envoy never sends, end the pass there, so that every name answers
+ * as findPair would.
+ */
+export function pickPairs(p: usize, n: i32, names: HeaderNames): void {
+  pickNames = changetype<usize>(names);
+  pickedFromMap = true;
+  pickPtr = p;
+  pickLen = n;
+  picked = 0;
   if (n < 4) return;
   let end = p + <usize>n;
   let count = <usize>load<u32>(p);
   if (count > (<usize>n - 4) / 8) return;
-  if (count > INDEX_PAIRS) {
-    indexOverflow = true;
-    return;
-  }
+  let all = names.all;
+  let byLength = changetype<usize>(names.byLength);
+  let list = names.names;
   let data = p + 4 + count * 8;
   for (let i: usize = 0; i < count; i++) {
     let nl = <usize>load<u32>(p + 4 + i * 8);
     let vl = <usize>load<u32>(p + 8 + i * 8);
     if (nl > end - data || vl + 2 > end - data - nl) return;
-    let e = PAIR_INDEX + i * 16;
-    store<u32>(e, <u32>data);
-    store<u32>(e, <u32>nl, 4);
-    store<u32>(e, <u32>(data + nl + 1), 8);
-    store<u32>(e, <u32>vl, 12);
-    let b = BY_LENGTH + ((nl & 31) << 2);
-    store<u32>(b, load<u32>(b) | (<u32>1 << <u32>i));
-    indexed = i + 1;
+    // The names of this length not found yet (a name's first value wins; a name listed twice is picked twice).
+    let m = load<u32>(byLength + ((nl & 31) << 2)) & ~picked;
+    while (m != 0) {
+      let k = <usize>ctz(m);
+      let name = unchecked(list[<i32>k]);
+      if (<usize>name.byteLength == nl && sameBytes(data, changetype<usize>(name), nl)) {
+        let v = PICKED + (k << 3);
+        store<u32>(v, <u32>(data + nl + 1));
+        store<u32>(v, <u32>vl, 4);
+        picked |= (<u32>1) << <u32>k;
+        if (picked == all) return;
+      }
+      m &= m - 1;
+    }
     data += nl + vl + 2;
   }
 }
 
-/** Looks up the first header called `name` (lowercase) in the map indexed last (indexPairs); as findPair. */
-export function indexedPair(name: ArrayBuffer): i32 {
-  return indexedPairAt(changetype<usize>(name), <usize>name.byteLength);
-}
-
-// indexedPair with the name's `len` bytes at `name`.
-function indexedPairAt(name: usize, len: usize): i32 {
-  if (indexOverflow) return findPairAt(indexedPtr, indexedLen, name, len);
-  valuePtr = 0;
-  let m = load<u32>(BY_LENGTH + ((len & 31) << 2));
-  while (m != 0) {
-    let e = PAIR_INDEX + (<usize>ctz(m) << 4);
-    if (<usize>load<u32>(e, 4) == len && memory.compare(<usize>load<u32>(e), name, len) == 0) {
-      let vl = load<u32>(e, 12);
-      if (vl != 0) valuePtr = <usize>load<u32>(e, 8);
-      return <i32>vl;
-    }
-    m &= m - 1;
+/** The value of name `id` of the names picked last (pickRequestHeaders, pickPairs): its length (0 when absent); sets valuePtr. */
+export function pickedHeader(id: i32): i32 {
+  if (!pickedFromMap || id >= <i32>PICK_MAX) {
+    let name = unchecked(changetype<HeaderNames>(pickNames).names[id]);
+    if (!pickedFromMap) return readHeader(REQUEST_HEADERS, name);
+    return findPair(pickPtr, pickLen, name);
   }
-  return 0;
+  valuePtr = 0;
+  if ((picked & ((<u32>1) << <u32>id)) == 0) return 0;
+  let v = PICKED + (<usize>id << 3);
+  let vl = load<u32>(v, 4);
+  if (vl != 0) valuePtr = <usize>load<u32>(v);
+  return <i32>vl;
 }
 
 /**
@@ -250,7 +287,7 @@ export function findPairAt(p: usize, n: i32, name: usize, want: usize): i32 {
     let nl = <usize>load<u32>(p + 4 + i * 8);
     let vl = <usize>load<u32>(p + 8 + i * 8);
     if (nl > end - data || vl + 2 > end - data - nl) return 0;
-    if (nl == want && memory.compare(data, name, want) == 0) {
+    if (nl == want && sameBytes(data, name, want)) {
       valuePtr = vl == 0 ? 0 : data + nl + 1;
       return <i32>vl;
     }

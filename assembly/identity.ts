@@ -17,6 +17,7 @@
 // escape a limit. Nothing a peer presents can grow memory.
 
 import { readProperty, valuePtr, bytes } from "./host";
+import { sameBytes } from "./bytes";
 
 const URI_SAN = bytes("connection\0uri_san_peer_certificate");
 const SCHEME = "spiffe://";
@@ -117,7 +118,7 @@ export function spiffeMatch(p: usize, pn: usize, s: usize, sn: usize): bool {
     while (se < sn && load<u8>(s + se) != 0x2f) se++;
     if (pe - pi == 1 && load<u8>(p + pi) == 0x2a) {
       if (se == si) return false; // '*' needs a non-empty segment
-    } else if (pe - pi != se - si || memory.compare(p + pi, s + si, pe - pi) != 0) {
+    } else if (pe - pi != se - si || !sameBytes(p + pi, s + si, pe - pi)) {
       return false;
     }
     if (pe == pn || se == sn) return pe == pn && se == sn;

@@ -41,6 +41,7 @@ import * as delay from "./delay";
 import { customConfigured, releaseDue, banLineLimit } from "./rule-wiring";
 import { Decisions } from "./decisions";
 import * as streams from "./streams";
+import { sameBytes } from "./bytes";
 
 // The module uses AssemblyScript's minimal runtime: no shadow stack and no write barriers on the request
 // path, and garbage is collected explicitly. When a stream callback returns, everything alive is
@@ -92,7 +93,7 @@ const rootNames: ArrayBuffer[] = [];
 function register(root: GuardRoot, plugin: string): void {
   let name = String.UTF8.encode(plugin);
   for (let i = 0, k = roots.length; i < k; i++) {
-    if (sameBytes(unchecked(rootNames[i]), changetype<usize>(name), name.byteLength)) {
+    if (sameName(unchecked(rootNames[i]), changetype<usize>(name), name.byteLength)) {
       let old = unchecked(roots[i]);
       if (old !== root) old.retire();
       unchecked(roots[i] = root);
@@ -103,8 +104,8 @@ function register(root: GuardRoot, plugin: string): void {
   rootNames.push(name);
 }
 
-function sameBytes(a: ArrayBuffer, p: usize, n: i32): bool {
-  return a.byteLength == n && memory.compare(changetype<usize>(a), p, <usize>n) == 0;
+function sameName(a: ArrayBuffer, p: usize, n: i32): bool {
+  return a.byteLength == n && sameBytes(changetype<usize>(a), p, <usize>n);
 }
 
 // The index in `roots` of the current stream's root context, or -1 when no plugin is configured.
@@ -113,7 +114,7 @@ function streamRoot(): i32 {
   if (k <= 1) return k - 1;
   let n = readProperty(PLUGIN_NAME);
   if (n == 0) n = readProperty(PLUGIN_ROOT_ID);
-  for (let i = 0; i < k; i++) if (sameBytes(unchecked(rootNames[i]), valuePtr, n)) return i;
+  for (let i = 0; i < k; i++) if (sameName(unchecked(rootNames[i]), valuePtr, n)) return i;
   return -1;
 }
 

@@ -3,13 +3,15 @@
 // A rule has a `take` matcher and optionally a `give` matcher; each has a request part, a response part
 // or both. Everything inside one matcher must match (AND); a list inside it means any of its items (OR).
 // At configure time a Plan gathers every matcher of the configuration and the header names they read, so
-// that per request each header is read once (host.ts requestHeader: a value read on its own lives in one
-// scratch block, so it must be used before the next read): each read updates a bitmask of the matchers
-// still matching, bit 2i for rule i's take and bit 2i+1 for its give. Nothing here allocates per request and no regular
-// expression is involved: paths, header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
+// that per request the request's headers are picked in one pass over its header map (host.ts
+// pickRequestHeaders; or read one by one, each used before the next read, when the configuration reads
+// only one): each value updates a bitmask of the matchers still matching, bit 2i for rule i's take and
+// bit 2i+1 for its give. Nothing here allocates per request and no regular expression is involved: paths,
+// header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, readHeaderAt, requestHeader, requestHeaderAt, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, readHeaderAt, pickRequestHeaders, pickedHeader, HeaderNames, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { GlobSet } from "./glob";
+import { sameBytes } from "./bytes";
 
 /** A header condition: the header must be present. */
 export const HDR_PRESENT: i32 = 0;
@@ -59,10 +61,15 @@ export class Matcher {
   responseHeaders: HeaderCond[] = [];
 }
 
+const STATUS = bytes(":status");
 const METHOD = bytes(":method");
 const PATH = bytes(":path");
-const STATUS = bytes(":status");
 const USER_AGENT = bytes("user-agent");
+// Ids of the names a Plan picks (Plan.finish).
+const METHOD_ID = 0;
+const PATH_ID = 1;
+const UA_ID = 2;
+const SLOT_BASE = 3;
 
 // One header read of a plan: the header's name and, as matcher bits, the conditions on it.
 class Slot {
@@ -97,7 +104,7 @@ function slotFor(slots: Slot[], name: string): Slot {
 // Whether the n bytes at p equal the buffer b exactly.
 function equalBytes(p: usize, n: i32, b: ArrayBuffer): bool {
   if (n != b.byteLength) return false;
-  return memory.compare(p, changetype<usize>(b), <usize>n) == 0;
+  return sameBytes(p, changetype<usize>(b), <usize>n);
 }
 
 const NO_GLOBS = new GlobSet([]);
@@ -150,6 +157,9 @@ export class Plan {
   private requestSlotData: ArrayBuffer = new ArrayBuffer(0);
   private responseSlotData: ArrayBuffer = new ArrayBuffer(0);
   private slotGlobs: GlobSet[] = [];
+  // The request headers matchRequest picks (finish): by id, the method, the path, the User-Agent, then
+  // the request slots in order (SLOT_BASE + k).
+  private names: HeaderNames = new HeaderNames([]);
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
@@ -237,6 +247,9 @@ export class Plan {
       q += 8 + <usize>name.byteLength;
     }
     this.methodData = data;
+    let names = [METHOD, PATH, USER_AGENT];
+    for (let i = 0; i < this.requestSlots.length; i++) names.push(this.requestSlots[i].name);
+    this.names = new HeaderNames(names);
     this.requestSlotData = this.packSlots(this.requestSlots);
     this.responseSlotData = this.packSlots(this.responseSlots);
   }
@@ -268,21 +281,23 @@ export class Plan {
   }
 
   // Reads each packed slot's header once (skipping slots no alive matcher needs) and clears the bits of
-  // the matchers whose condition on it fails.
+  // the matchers whose condition on it fails. The request's were picked (matchRequest): slot k is name SLOT_BASE + k.
   private evalSlots(data: ArrayBuffer, map: i32, alive: u32): u32 {
     let q = changetype<usize>(data);
     let end = q + <usize>data.byteLength;
+    let id = SLOT_BASE;
     while (q < end) {
       let len = <usize>load<u32>(q);
       let name = q + SLOT_HEAD;
       let any = load<u32>(q, 4);
       if ((alive & any) != 0) {
-        let n = map == REQUEST_HEADERS ? requestHeaderAt(name, len) : readHeaderAt(map, name, len);
+        let n = map == REQUEST_HEADERS ? pickedHeader(id) : readHeaderAt(map, name, len);
         alive &= ~(n > 0 ? load<u32>(q, 12) : load<u32>(q, 8));
         let globBits = load<u32>(q, 16);
         if ((alive & globBits) != 0) alive &= ~globBits | <u32>unchecked(this.slotGlobs[load<u32>(q, 20)]).matchMask(valuePtr, n);
       }
       q = name + len;
+      id++;
     }
     return alive;
   }
@@ -306,20 +321,22 @@ export class Plan {
     let alive = this.requestBits;
     let responseOnly = this.allBits & ~this.requestBits;
     this.builtInUa = false;
+    if (alive == 0 && !builtInUa) return responseOnly;
+    pickRequestHeaders(this.names);
     if ((alive & this.methodBits) != 0) {
-      let n = <usize>requestHeader(METHOD);
+      let n = <usize>pickedHeader(METHOD_ID);
       let hit: u32 = 0;
       let q = changetype<usize>(this.methodData);
       let end = q + <usize>this.methodData.byteLength;
       while (q < end) {
         let len = <usize>load<u32>(q);
-        if (len == n && memory.compare(valuePtr, q + 8, n) == 0) hit |= load<u32>(q, 4);
+        if (len == n && sameBytes(valuePtr, q + 8, n)) hit |= load<u32>(q, 4);
         q += 8 + len;
       }
       alive &= ~this.methodBits | hit;
     }
     if ((alive & this.pathBits) != 0) {
-      let n = requestHeader(PATH);
+      let n = pickedHeader(PATH_ID);
       let p = valuePtr;
       let len = 0;
       while (len < n && load<u8>(p + <usize>len) != 0x3f) len++;
@@ -327,7 +344,7 @@ export class Plan {
       if ((alive & this.pathGlobBits) != 0) alive &= ~this.pathGlobBits | <u32>this.pathSet.matchMask(p, len);
     }
     if ((alive & this.uaBits) != 0 || builtInUa) {
-      let n = requestHeader(USER_AGENT);
+      let n = pickedHeader(UA_ID);
       let hit = this.uaSet.matchMask(valuePtr, n);
       this.builtInUa = builtInUa && (hit & BUILT_IN_UA) != 0;
       alive &= ~this.uaBits | <u32>hit;

@@ -2,10 +2,12 @@
 // "/healthz/", "/healthz/live", "/healthz?probe=1" and "/healthz#x", but not "/healthzadmin". A
 // configured path that ends with "/" (or is "/") matches everything below it.
 
+import { sameBytes } from "./bytes";
+
 /** Whether the n path bytes at p are `prefix` itself or lie below it on a segment boundary. */
 export function pathUnder(p: usize, n: i32, prefix: ArrayBuffer): bool {
   let k = prefix.byteLength;
-  if (n < k || memory.compare(p, changetype<usize>(prefix), <usize>k) != 0) return false;
+  if (n < k || !sameBytes(p, changetype<usize>(prefix), <usize>k)) return false;
   if (n == k || k == 0) return true;
   if (load<u8>(changetype<usize>(prefix) + <usize>(k - 1)) == 0x2f) return true;
   let c = load<u8>(p + <usize>k);

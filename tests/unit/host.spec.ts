@@ -2,7 +2,7 @@
 // through the module's malloc into one reused scratch region, missing values have length 0, the clock,
 // and that neither header size nor request count grows the memory.
 
-import { readHeader, readProperty, findPair, indexPairs, indexedPair, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
+import { readHeader, readProperty, findPair, pickPairs, pickedHeader, HeaderNames, PICK_MAX, valuePtr, hostBytes, resetHostBytes, scratchCapacity, malloc, nowMs, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "../../assembly/host";
 import * as mock from "./mock";
 
 function text(n: i32): string { return String.UTF8.decodeUnsafe(valuePtr, <usize>n); }
@@ -145,13 +145,17 @@ function pairs(kv: string[]): ArrayBuffer {
   return buf;
 }
 
-// findPair's answer, checked to be the index's too (indexPairs, indexedPair: the request path's lookup).
+// findPair's answer, checked to be pickPairs' too (the request path's one pass for a configuration's
+// names), with the name among others of its length and of other lengths.
 function lookup(p: usize, n: i32, name: ArrayBuffer): i32 {
   let len = findPair(p, n, name);
   let at = valuePtr;
-  indexPairs(p, n);
-  expect(indexedPair(name)).toBe(len, "the index's length");
-  expect(valuePtr).toBe(at, "the index's value");
+  let other = new ArrayBuffer(name.byteLength);
+  memory.fill(changetype<usize>(other), 0x78, <usize>other.byteLength);
+  let names = new HeaderNames([bytes(":method"), other, name, bytes("cookie")]); // held: pickedHeader reads it
+  pickPairs(p, n, names);
+  expect(pickedHeader(2)).toBe(len, "the pass's length");
+  expect(valuePtr).toBe(at, "the pass's value");
   return len;
 }
 
@@ -183,7 +187,7 @@ describe("findPair", () => {
     expect(lookup(p, b.byteLength, bytes("user-agent"))).toBe(0);
   });
 
-  it("finds headers past the index's 32 pairs, and a name of a length shared modulo 32, by walking the map", () => {
+  it("finds headers past 32 pairs, and a name of a length shared modulo 32", () => {
     let list: string[] = [];
     for (let i = 0; i < 40; i++) {
       list.push("x-h" + i.toString());
@@ -203,10 +207,37 @@ describe("findPair", () => {
     expect(lookup(q, small.byteLength, bytes("x-bbbbbb"))).toBe(0);
   });
 
-  it("forgets the previous request's headers when a new map is indexed", () => {
+  it("forgets the previous request's headers when a new map is picked", () => {
     let first = pairs(["cookie", "a=1"]);
     expect(text(lookup(changetype<usize>(first), first.byteLength, bytes("cookie")))).toBe("a=1");
     let second = pairs(["accept", "*/*"]);
     expect(lookup(changetype<usize>(second), second.byteLength, bytes("cookie"))).toBe(0);
+  });
+});
+
+describe("pickPairs", () => {
+  it("picks every name of a list in one pass, the first value of a repeated one, and none of an absent one", () => {
+    let b = pairs([":method", "GET", "cookie", "a=1", ":path", "/", "cookie", "b=2", "accept", "*/*"]);
+    pickPairs(changetype<usize>(b), b.byteLength, new HeaderNames([bytes("accept"), bytes("x-probe"), bytes("cookie"), bytes(":path")]));
+    expect(text(pickedHeader(0))).toBe("*/*");
+    expect(pickedHeader(1)).toBe(0);
+    expect(valuePtr).toBe(0);
+    expect(text(pickedHeader(2))).toBe("a=1");
+    expect(text(pickedHeader(3))).toBe("/");
+  });
+
+  it("finds the names past its first 32 by walking the map", () => {
+    let list: string[] = [];
+    let names: ArrayBuffer[] = [];
+    for (let i = 0; i < 40; i++) {
+      list.push("x-h" + i.toString());
+      list.push("v" + i.toString());
+      names.push(bytes("x-h" + (39 - i).toString()));
+    }
+    let b = pairs(list);
+    let set = new HeaderNames(names); // held: pickedHeader reads it
+    pickPairs(changetype<usize>(b), b.byteLength, set);
+    for (let i = 0; i < 40; i++) expect(text(pickedHeader(i))).toBe("v" + (39 - i).toString(), "name " + i.toString());
+    expect(PICK_MAX).toBeLessThan(40);
   });
 });
