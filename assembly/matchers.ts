@@ -159,7 +159,7 @@ export class Plan {
   private slotGlobs: GlobSet[] = [];
   // The request headers matchRequest picks (finish): by id, the method, the path, the User-Agent, then
   // the request slots in order (SLOT_BASE + k).
-  private names: HeaderNames = new HeaderNames([]);
+  private names: HeaderNames = new HeaderNames([METHOD, PATH, USER_AGENT]);
 
   /** Adds the matcher for `bit` (null for a rule without give). */
   add(bit: i32, mt: Matcher | null): void {
