@@ -272,11 +272,7 @@ export function pickedHeader(id: i32): i32 {
  * value's length (0 when absent) and sets valuePtr. Malformed pairs, which Envoy never sends, read as absent.
  */
 export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
-  return findPairAt(p, n, changetype<usize>(name), <usize>name.byteLength);
-}
-
-/** findPair with the name's `want` bytes at `name`. */
-export function findPairAt(p: usize, n: i32, name: usize, want: usize): i32 {
+  let want = <usize>name.byteLength;
   valuePtr = 0;
   if (n < 4) return 0;
   let end = p + <usize>n;
@@ -287,7 +283,7 @@ export function findPairAt(p: usize, n: i32, name: usize, want: usize): i32 {
     let nl = <usize>load<u32>(p + 4 + i * 8);
     let vl = <usize>load<u32>(p + 8 + i * 8);
     if (nl > end - data || vl + 2 > end - data - nl) return 0;
-    if (nl == want && sameBytes(data, name, want)) {
+    if (nl == want && sameBytes(data, changetype<usize>(name), want)) {
       valuePtr = vl == 0 ? 0 : data + nl + 1;
       return <i32>vl;
     }

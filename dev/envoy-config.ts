@@ -7,7 +7,7 @@
  * (istio/istio pilot/pkg/model/extensions.go): an `envoy.filters.http.wasm` filter named
  * `<namespace>.<name>`, `config.name` = the same, `root_id` = `pluginName`, `configuration` a
  * `google.protobuf.StringValue` holding the pluginConfig JSON, `vm_config.runtime`
- * `envoy.wasm.runtime.v8`, no `vm_id`, code from a local file (Istio's `file://` URL form), and the
+ * `envoy.wasm.runtime.v8`, no `vm_id` (only the benchmark sets one, see `vmId`), code from a local file (Istio's `file://` URL form), and the
  * ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION environment variable Istio always adds.
  */
 
