@@ -267,6 +267,11 @@ export function pickedHeader(id: i32): i32 {
   return <i32>vl;
 }
 
+/** The bits (by id) of the names the last pickRequestHeaders knows absent without another read: those its pass over the map did not find (none when it read nothing). */
+export function pickedAbsent(): u32 {
+  return pickedFromMap ? ~picked & changetype<HeaderNames>(pickNames).all : 0;
+}
+
 /**
  * Looks up the first header called `name` (lowercase) in the n pairs bytes at p (readPairs); returns its
  * value's length (0 when absent) and sets valuePtr. Malformed pairs, which Envoy never sends, read as absent.

@@ -9,7 +9,7 @@
 // bit 2i+1 for its give. Nothing here allocates per request and no regular expression is involved: paths,
 // header values and User-Agents are globs (glob.ts, ASCII case-insensitive).
 
-import { readHeader, readHeaderAt, pickRequestHeaders, pickedHeader, HeaderNames, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
+import { readHeader, readHeaderAt, pickRequestHeaders, pickedHeader, pickedAbsent, HeaderNames, PICK_MAX, valuePtr, bytes, REQUEST_HEADERS, RESPONSE_HEADERS } from "./host";
 import { GlobSet } from "./glob";
 import { sameBytes } from "./bytes";
 
@@ -110,7 +110,7 @@ function equalBytes(p: usize, n: i32, b: ArrayBuffer): bool {
 const NO_GLOBS = new GlobSet([]);
 
 // Bytes before the name of a packed slot (Plan.packSlots).
-const SLOT_HEAD: usize = 24;
+const SLOT_HEAD: usize = 28;
 
 /** The mask bit of the built-in userAgent rule's patterns in the plan's User-Agent set (above the 32 matcher bits). */
 const BUILT_IN_UA: u64 = (<u64>1) << 32;
@@ -255,7 +255,8 @@ export class Plan {
   }
 
   // Packs slots into one buffer, each as SLOT_HEAD bytes ([u32 name length][u32 any][u32 present]
-  // [u32 absent][u32 globBits][u32 index in slotGlobs]) and the name, so evaluating them touches few cache lines.
+  // [u32 absent][u32 globBits][u32 index in slotGlobs][u32 the bits an absent header fails]) and the name,
+  // so evaluating them touches few cache lines.
   private packSlots(slots: Slot[]): ArrayBuffer {
     let size = 0;
     for (let i = 0; i < slots.length; i++) size += <i32>SLOT_HEAD + slots[i].name.byteLength;
@@ -264,9 +265,13 @@ export class Plan {
     for (let i = 0; i < slots.length; i++) {
       let s = slots[i];
       let globIndex: u32 = 0;
+      // An absent header fails "present" and every glob that does not match the empty value.
+      let absentFails = s.present;
       if (s.globList.length > 0) {
         globIndex = <u32>this.slotGlobs.length;
-        this.slotGlobs.push(new GlobSet(s.globList, s.globMasks));
+        let set = new GlobSet(s.globList, s.globMasks);
+        this.slotGlobs.push(set);
+        absentFails |= s.globBits & ~<u32>set.matchMask(0, 0);
       }
       store<u32>(q, <u32>s.name.byteLength);
       store<u32>(q, s.any, 4);
@@ -274,6 +279,7 @@ export class Plan {
       store<u32>(q, s.absent, 12);
       store<u32>(q, s.globBits, 16);
       store<u32>(q, globIndex, 20);
+      store<u32>(q, absentFails, 24);
       memory.copy(q + SLOT_HEAD, changetype<usize>(s.name), <usize>s.name.byteLength);
       q += SLOT_HEAD + <usize>s.name.byteLength;
     }
@@ -281,20 +287,26 @@ export class Plan {
   }
 
   // Reads each packed slot's header once (skipping slots no alive matcher needs) and clears the bits of
-  // the matchers whose condition on it fails. The request's were picked (matchRequest): slot k is name SLOT_BASE + k.
+  // the matchers whose condition on it fails. The request's were picked (matchRequest): slot k is name
+  // SLOT_BASE + k, and a header the pick's pass did not find costs no read at all.
   private evalSlots(data: ArrayBuffer, map: i32, alive: u32): u32 {
     let q = changetype<usize>(data);
     let end = q + <usize>data.byteLength;
     let id = SLOT_BASE;
+    let gone = map == REQUEST_HEADERS ? pickedAbsent() : 0;
     while (q < end) {
       let len = <usize>load<u32>(q);
       let name = q + SLOT_HEAD;
       let any = load<u32>(q, 4);
       if ((alive & any) != 0) {
-        let n = map == REQUEST_HEADERS ? pickedHeader(id) : readHeaderAt(map, name, len);
-        alive &= ~(n > 0 ? load<u32>(q, 12) : load<u32>(q, 8));
-        let globBits = load<u32>(q, 16);
-        if ((alive & globBits) != 0) alive &= ~globBits | <u32>unchecked(this.slotGlobs[load<u32>(q, 20)]).matchMask(valuePtr, n);
+        if (id < <i32>PICK_MAX && (gone & ((<u32>1) << <u32>id)) != 0) {
+          alive &= ~load<u32>(q, 24);
+        } else {
+          let n = map == REQUEST_HEADERS ? pickedHeader(id) : readHeaderAt(map, name, len);
+          alive &= ~(n > 0 ? load<u32>(q, 12) : load<u32>(q, 8));
+          let globBits = load<u32>(q, 16);
+          if ((alive & globBits) != 0) alive &= ~globBits | <u32>unchecked(this.slotGlobs[load<u32>(q, 20)]).matchMask(valuePtr, n);
+        }
       }
       q = name + len;
       id++;

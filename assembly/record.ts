@@ -100,32 +100,27 @@ export function init(r: usize, hi: u64, lo: u64, now: u64, cfg: Config): void {
 /** Brings every bucket up to `now` and forgets ban history older than forgetAfter. */
 export function advance(r: usize, now: u64, cfg: Config): void {
   let last = updated(r);
-  let params = changetype<usize>(cfg.custom.params);
-  let n = <usize>cfg.custom.params.length / 3;
-  if (now > last) {
-    // refill never returns more than the capacity, so this also clamps.
-    let elapsed = now - last;
-    for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
-    for (let j: usize = 0; j < n; j++) {
-      // Most buckets of most clients are full (their rule matches rarely): those are only clamped.
-      let q = params + j * 24;
-      let level = customTokens(r, <i32>j);
-      let cap = load<f64>(q);
-      if (level < cap) setCustomTokens(r, <i32>j, refillWith(level, elapsed, cap, load<f64>(q, 8), load<f64>(q, 16)));
-      else if (level > cap) setCustomTokens(r, <i32>j, cap);
+  // No time passed (or the clock stepped back): refill then only clamps tokens above a (possibly lowered)
+  // capacity, so that a reconfigure takes effect at once. refill never returns more than the capacity.
+  let elapsed = now > last ? now - last : 0;
+  for (let i = 0; i < 3; i++) setTokens(r, i, refill(tokens(r, i), elapsed, cfg.rules[i]));
+  let custom = cfg.custom;
+  let params = changetype<usize>(custom.params);
+  let caps = changetype<usize>(custom.capBits);
+  let b = r + <usize>RECORD_SIZE;
+  let n = <usize>custom.capBits.length;
+  for (let j: usize = 0; j < n; j++) {
+    // Most buckets of most clients are full (their rule matches rarely): a full bucket's f32 is exactly
+    // its capacity's, and it stays so. Two of them are checked with one compare.
+    if (j + 1 < n && load<u64>(b + (j << 2)) == load<u64>(caps + (j << 2))) {
+      j++;
+      continue;
     }
-    store<u64>(r, now, O_UPDATED);
-  } else {
-    // Tokens above a (possibly lowered) capacity are clamped so a reconfigure takes effect at once.
-    for (let i = 0; i < 3; i++) {
-      let cap = <f64>cfg.rules[i].requests;
-      if (tokens(r, i) > cap) setTokens(r, i, cap);
-    }
-    for (let j: usize = 0; j < n; j++) {
-      let cap = load<f64>(params + j * 24);
-      if (customTokens(r, <i32>j) > cap) setCustomTokens(r, <i32>j, cap);
-    }
+    if (load<u32>(b + (j << 2)) == load<u32>(caps + (j << 2))) continue;
+    let q = params + j * 24;
+    setCustomTokens(r, <i32>j, refillWith(customTokens(r, <i32>j), elapsed, load<f64>(q), load<f64>(q, 8), load<f64>(q, 16)));
   }
+  if (elapsed > 0) store<u64>(r, now, O_UPDATED);
   let until = banUntil(r);
   if (strikes(r) > 0 && now >= until && now - until >= cfg.forgetAfterMs) setStrikes(r, 0);
 }

@@ -74,6 +74,8 @@ export class CustomRules {
    * ms of bucket j at 3j, 3j+1, 3j+2, in one block rather than one object per bucket.
    */
   params: StaticArray<f64> = new StaticArray<f64>(0);
+  /** Bucket j's capacity as the bits of the f32 a full bucket holds in a record (record.ts advance skips those). */
+  capBits: StaticArray<u32> = new StaticArray<u32>(0);
   plan: Plan = new Plan();
   /** Bits (2i, 2i+1) of matchers with a response part. */
   responseBits: u32 = 0;
@@ -96,13 +98,16 @@ export class CustomRules {
     }
     this.responseBits = this.plan.responseBits;
     let params = new StaticArray<f64>(3 * this.buckets.length);
+    let caps = new StaticArray<u32>(this.buckets.length);
     for (let j = 0; j < this.buckets.length; j++) {
       let b = this.buckets[j];
       params[3 * j] = <f64>b.requests;
       params[3 * j + 1] = <f64>b.perMs;
       params[3 * j + 2] = b.refillPerMs;
+      caps[j] = reinterpret<u32>(<f32><f64>b.requests);
     }
     this.params = params;
+    this.capBits = caps;
   }
 }
 

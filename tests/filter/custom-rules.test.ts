@@ -57,6 +57,19 @@ test("request.header matches present, absent and case-insensitive globs, all of 
   assert.equal(await taken({ request: { header: { cookie: "absent" } } }, { headers: { cookie: "" } }), true, "an empty header is absent");
 });
 
+test("an absent header is matched as the empty value, whether the request's headers are read one by one or picked from the whole map", async () => {
+  // One named header: read by itself. Two or more: picked from the whole map in one pass, where a header
+  // the pass did not find costs no read (matchers.ts evalSlots).
+  assert.equal(await taken({ request: { header: { "x-a": "*" } } }, {}), true, "one header, \"*\" meets absence");
+  assert.equal(await taken({ request: { header: { "x-a": "?*" } } }, {}), false, "one header, \"?*\" needs a byte");
+  const two = (a: string) => ({ request: { header: { "x-a": a, "x-b": "absent" } } });
+  assert.equal(await taken(two("*"), {}), true, "whole map, \"*\" meets absence");
+  assert.equal(await taken(two("?*"), {}), false, "whole map, \"?*\" needs a byte");
+  assert.equal(await taken(two("present"), {}), false, "whole map, absent is not present");
+  assert.equal(await taken(two("?*"), { headers: { "x-a": "1" } }), true, "whole map, a found header is matched");
+  assert.equal(await taken(two("*"), { headers: { "x-b": "1" } }), false, "whole map, a found header fails absent");
+});
+
 test("request.userAgent matches globs, and a matcher needs every part: method AND path AND User-Agent", async () => {
   const take = { request: { method: ["GET"], path: ["/login"], userAgent: ["*bot*", "curl/*"] } };
   assert.equal(await taken(take, { path: "/login", headers: { "user-agent": "MyBot/1.0" } }), true);

@@ -89,6 +89,58 @@ describe("take and give", () => {
   });
 });
 
+// TWO's three buckets (a: 2 per hour; slow: 10 per second; slow/then: 30 per second) with other capacities.
+const TWO_LOWER = TWO.replace("\"requests\":2,", "\"requests\":1,").replace("\"requests\":10,", "\"requests\":4,").replace("\"requests\":30,", "\"requests\":20,");
+const TWO_HIGHER = TWO.replace("\"requests\":10,", "\"requests\":40,");
+
+describe("custom buckets brought up to date (record.advance)", () => {
+  it("leaves full buckets full and refills the others, whether the pair beside them is full or not", () => {
+    let cfg = cfgOf(TWO);
+    let r = changetype<usize>(slotBuf);
+    rec.init(r, 0, 1, 1000, cfg);
+    rec.setCustomTokens(r, 1, 0); // the pair (a, slow): one full, one empty
+    rec.setCustomTokens(r, 2, 5); // slow/then: alone at the end
+    rec.advance(r, 1500, cfg);
+    expect(rec.customTokens(r, 0)).toBe(2.0);
+    expect(rec.customTokens(r, 1)).toBeCloseTo(5.0);
+    expect(rec.customTokens(r, 2)).toBeCloseTo(20.0);
+    rec.advance(r, 10_000, cfg);
+    expect(rec.customTokens(r, 1)).toBe(10.0);
+    expect(rec.customTokens(r, 2)).toBe(30.0);
+    expect(rec.updated(r)).toBe(10_000);
+  });
+
+  it("clamps full buckets to lowered capacities at once, with no time passed", () => {
+    let r = changetype<usize>(slotBuf);
+    rec.init(r, 0, 1, 1000, cfgOf(TWO));
+    rec.advance(r, 1000, cfgOf(TWO_LOWER));
+    expect(rec.customTokens(r, 0)).toBe(1.0);
+    expect(rec.customTokens(r, 1)).toBe(4.0);
+    expect(rec.customTokens(r, 2)).toBe(20.0);
+  });
+
+  it("refills a bucket that was full towards a raised capacity as time passes, and not before", () => {
+    let r = changetype<usize>(slotBuf);
+    rec.init(r, 0, 1, 1000, cfgOf(TWO));
+    let higher = cfgOf(TWO_HIGHER);
+    rec.advance(r, 1000, higher);
+    expect(rec.customTokens(r, 1)).toBe(10.0);
+    rec.advance(r, 1500, higher);
+    expect(rec.customTokens(r, 1)).toBeCloseTo(30.0);
+    expect(rec.customTokens(r, 0)).toBe(2.0);
+  });
+
+  it("keeps a delay rule's debt when no time has passed", () => {
+    let cfg = cfgOf(TWO);
+    let r = changetype<usize>(slotBuf);
+    rec.init(r, 0, 1, 1000, cfg);
+    rec.setCustomTokens(r, 1, -3);
+    rec.advance(r, 1000, cfg);
+    expect(rec.customTokens(r, 1)).toBe(-3.0);
+    expect(rec.updated(r)).toBe(1000);
+  });
+});
+
 let oldSet = new ArrayBuffer(8 * (48 + 8) + 4);
 let newSet = new ArrayBuffer(8 * (48 + 12) + 4);
 
