@@ -229,13 +229,19 @@ export function pickPairs(p: usize, n: i32, names: HeaderNames): void {
   let all = names.all;
   let byLength = changetype<usize>(names.byLength);
   let list = names.names;
-  let data = p + 4 + count * 8;
-  for (let i: usize = 0; i < count; i++) {
-    let nl = <usize>load<u32>(p + 4 + i * 8);
-    let vl = <usize>load<u32>(p + 8 + i * 8);
-    if (nl > end - data || vl + 2 > end - data - nl) return;
+  // Kept in a local (a register) through the pass, published to `picked` at its end.
+  let found: u32 = 0;
+  let e = p + 4;
+  let data = e + count * 8;
+  let lengths = data;
+  while (e < lengths) {
+    let nl = <usize>load<u32>(e);
+    let vl = <usize>load<u32>(e, 4);
+    e += 8;
+    // The pair must fit in what is left (in 64 bits, so that no length wraps around).
+    if (<u64>nl + <u64>vl + 2 > <u64>(end - data)) break;
     // The names of this length not found yet (a name's first value wins; a name listed twice is picked twice).
-    let m = load<u32>(byLength + ((nl & 31) << 2)) & ~picked;
+    let m = load<u32>(byLength + ((nl & 31) << 2)) & ~found;
     while (m != 0) {
       let k = <usize>ctz(m);
       let name = unchecked(list[<i32>k]);
@@ -243,13 +249,15 @@ export function pickPairs(p: usize, n: i32, names: HeaderNames): void {
         let v = PICKED + (k << 3);
         store<u32>(v, <u32>(data + nl + 1));
         store<u32>(v, <u32>vl, 4);
-        picked |= (<u32>1) << <u32>k;
-        if (picked == all) return;
+        found |= (<u32>1) << <u32>k;
+        if (found == all) break;
       }
       m &= m - 1;
     }
+    if (found == all) break;
     data += nl + vl + 2;
   }
+  picked = found;
 }
 
 /** The value of name `id` of the names picked last (pickRequestHeaders, pickPairs): its length (0 when absent); sets valuePtr. */
@@ -283,11 +291,14 @@ export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
   let end = p + <usize>n;
   let count = <usize>load<u32>(p);
   if (count > (<usize>n - 4) / 8) return 0;
-  let data = p + 4 + count * 8;
-  for (let i: usize = 0; i < count; i++) {
-    let nl = <usize>load<u32>(p + 4 + i * 8);
-    let vl = <usize>load<u32>(p + 8 + i * 8);
-    if (nl > end - data || vl + 2 > end - data - nl) return 0;
+  let e = p + 4;
+  let data = e + count * 8;
+  let lengths = data;
+  while (e < lengths) {
+    let nl = <usize>load<u32>(e);
+    let vl = <usize>load<u32>(e, 4);
+    e += 8;
+    if (<u64>nl + <u64>vl + 2 > <u64>(end - data)) return 0;
     if (nl == want && sameBytes(data, changetype<usize>(name), want)) {
       valuePtr = vl == 0 ? 0 : data + nl + 1;
       return <i32>vl;

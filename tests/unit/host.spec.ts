@@ -185,6 +185,11 @@ describe("findPair", () => {
     store<u32>(p, 2);
     store<u32>(p + 8, 0xfffffff0); // a value length past the end
     expect(lookup(p, b.byteLength, bytes("user-agent"))).toBe(0);
+    store<u32>(p + 8, 0xffffffff); // a value length that wraps around in 32 bits (+2 for the NULs)
+    expect(lookup(p, b.byteLength, bytes("user-agent"))).toBe(0);
+    store<u32>(p + 8, 6);
+    store<u32>(p + 4, 0xfffffffe); // a name length that wraps around
+    expect(lookup(p, b.byteLength, bytes("accept"))).toBe(0);
   });
 
   it("finds headers past 32 pairs, and a name of a length shared modulo 32", () => {
