@@ -18,14 +18,18 @@
  * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too),
  * --together (both configurations as listeners of one Envoy: same process, same worker, and the same Wasm VM when
  * the module is the same, so that which process started first no longer matters).
- * Besides the median and interquartile range, a 95 % bootstrap confidence interval of the median is given.
+ * --json <file> (saves every round's figures), --pool <file>... (measures nothing: the rounds saved by several
+ * runs of one pair of configurations, as one sample, with each run's median beside it).
+ * Besides the median and interquartile range, a 95 % bootstrap confidence interval of the median is given,
+ * and the difference as a share of A's cost (the median of the per-round ratios), which moves less with the
+ * machine's speed from one hour to the next.
  */
 import { ensureFilterBuilt, compileModule, assembleWat, buildAtRevision } from "../dev/wasm-build.ts";
 import { startEnvoy, type RunningEnvoy } from "../dev/envoy-process.ts";
 import { benchListener, benchPort, namedFor, type BenchConfig } from "../dev/envoy-topologies.ts";
 import type { HttpFilterSpec, ListenerSpec } from "../dev/envoy-config.ts";
 import { spawn, execFileSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { configPair, isolateEnvoy, checkWrk, median, wrk, type WrkResult } from "./lib.ts";
@@ -41,6 +45,19 @@ interface Options {
   baseline?: string;
   chain: number;
   together: boolean;
+  json?: string;
+  pool?: string[];
+}
+
+/** What --json saves of a run, and --pool reads back. */
+interface SavedRun {
+  a: BenchConfig;
+  b: BenchConfig;
+  duration: number;
+  clients?: number;
+  /** Envoy CPU µs per request of A and of B, per round. */
+  cpuA: number[];
+  cpuB: number[];
 }
 
 function parseArgs(argv: string[]): Options {
@@ -56,10 +73,17 @@ function parseArgs(argv: string[]): Options {
       o[flag === "--split" ? "split" : "together"] = true;
       continue;
     }
-    if (flag === "--baseline") {
-      const rev = argv[++i];
-      if (!rev) throw new Error("--baseline: expected a git revision");
-      o.baseline = rev;
+    if (flag === "--baseline" || flag === "--json") {
+      const value = argv[++i];
+      if (!value) throw new Error(`${flag}: expected ${flag === "--json" ? "a file" : "a git revision"}`);
+      o[flag === "--json" ? "json" : "baseline"] = value;
+      continue;
+    }
+    if (flag === "--pool") {
+      const files: string[] = [];
+      while (i + 1 < argv.length && !argv[i + 1].startsWith("--")) files.push(argv[++i]);
+      if (files.length === 0) throw new Error("--pool: expected the files of one or more --json runs");
+      o.pool = files;
       continue;
     }
     const n = Number(argv[++i]);
@@ -69,8 +93,9 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--connections") o.connections = Math.round(n);
     else if (flag === "--clients") o.clients = Math.round(n);
     else if (flag === "--chain") o.chain = Math.round(n);
-    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain)`);
+    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain, --json, --pool)`);
   }
+  if (o.pool) return { ...o, a: "guard-allow", b: "guard-allow" }; // the configurations come from the files
   const [a, b] = configPair(names, o.baseline);
   return { ...o, a, b };
 }
@@ -148,8 +173,49 @@ function quantile(xs: number[], q: number): number {
   return s[lo] + (s[Math.min(lo + 1, s.length - 1)] - s[lo]) * (pos - lo);
 }
 
+/** Prints B minus A over paired rounds: the median difference with its spread and interval, and as a share of A. */
+function report(aName: string, bName: string, a: number[], b: number[]): number[] {
+  const diffs = b.map((x, i) => x - a[i]);
+  const [low, high] = medianInterval(diffs);
+  console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs; 95 % confidence interval of the median ${low.toFixed(2)} to ${high.toFixed(2)} µs, bootstrap)`);
+  const shares = b.map((x, i) => (100 * (x - a[i])) / a[i]);
+  const [sLow, sHigh] = medianInterval(shares);
+  console.log(`  as a share of ${aName}: median of the per-round ratios ${median(shares).toFixed(2)} % (95 % confidence interval ${sLow.toFixed(2)} to ${sHigh.toFixed(2)} %)`);
+  console.log(`  medians: ${aName} ${median(a).toFixed(2)} µs, ${bName} ${median(b).toFixed(2)} µs`);
+  return diffs;
+}
+
+// --pool: the saved rounds of several runs as one sample.
+function pool(files: string[]): void {
+  const runs = files.map((f) => {
+    let r: SavedRun;
+    try {
+      r = JSON.parse(readFileSync(f, "utf8")) as SavedRun;
+    } catch (e) {
+      throw new Error(`--pool: ${f}: ${(e as Error).message}`);
+    }
+    if (!Array.isArray(r.cpuA) || !Array.isArray(r.cpuB) || r.cpuA.length !== r.cpuB.length || r.cpuA.length === 0) {
+      throw new Error(`--pool: ${f}: not a file written by --json (expected cpuA and cpuB, one figure per round each)`);
+    }
+    return r;
+  });
+  const first = runs[0];
+  for (const [i, r] of runs.entries()) {
+    if (r.a !== first.a || r.b !== first.b) throw new Error(`--pool: ${files[i]} pairs ${r.a} with ${r.b}, ${files[0]} ${first.a} with ${first.b}`);
+  }
+  const a = runs.flatMap((r) => r.cpuA);
+  const b = runs.flatMap((r) => r.cpuB);
+  console.log(`${first.b} minus ${first.a}, Envoy CPU per request, ${runs.length} runs pooled (${a.length} rounds; each round counts alike, whichever run it came from):`);
+  report(first.a, first.b, a, b);
+  for (const [i, r] of runs.entries()) {
+    const d = r.cpuB.map((x, k) => x - r.cpuA[k]);
+    console.log(`  ${files[i]}: ${r.cpuA.length} rounds, median ${median(d).toFixed(2)} µs, ${first.a} ${median(r.cpuA).toFixed(2)} µs`);
+  }
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.pool) return pool(o.pool);
   await checkWrk();
   if (o.split) checkPerf();
   const perfDir = mkdtempSync(join(tmpdir(), "bench-pair-"));
@@ -206,11 +272,13 @@ async function main(): Promise<void> {
       await Promise.all([...new Set(envoys.values())].map((e) => e.stop()));
     }
   }
-  const diffs = b.map((x, i) => x - a[i]);
   console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
+  const diffs = report(o.a, o.b, a, b);
   const [low, high] = medianInterval(diffs);
-  console.log(`  median of the paired differences ${median(diffs).toFixed(2)} µs (interquartile range ${quantile(diffs, 0.25).toFixed(2)} to ${quantile(diffs, 0.75).toFixed(2)} µs; 95 % confidence interval of the median ${low.toFixed(2)} to ${high.toFixed(2)} µs, bootstrap)`);
-  console.log(`  medians: ${o.a} ${median(a).toFixed(2)} µs, ${o.b} ${median(b).toFixed(2)} µs`);
+  if (o.json) {
+    const saved: SavedRun = { a: o.a, b: o.b, duration: o.duration, clients: o.clients, cpuA: a, cpuB: b };
+    writeFileSync(o.json, `${JSON.stringify(saved)}\n`);
+  }
   if (o.chain > 1) {
     const k = o.chain;
     console.log(`  per filter (${k} in each chain): ${(median(diffs) / k).toFixed(2)} µs (interquartile range ${(quantile(diffs, 0.25) / k).toFixed(2)} to ${(quantile(diffs, 0.75) / k).toFixed(2)} µs; confidence interval ${(low / k).toFixed(2)} to ${(high / k).toFixed(2)} µs)`);
