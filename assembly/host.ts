@@ -211,6 +211,24 @@ export function pickRequestHeaders(names: HeaderNames): void {
   pickPairs(mapPtr, mapLen, names);
 }
 
+// The pairs in the n-byte block at p (readPairs), or 0 when the block cannot hold its count's table of
+// lengths. Malformed blocks, which Envoy never sends, read as holding nothing from there on.
+// @ts-ignore: decorator
+@inline
+function pairCount(p: usize, n: i32): usize {
+  if (n < 4) return 0;
+  let count = <usize>load<u32>(p);
+  return count > (<usize>n - 4) / 8 ? 0 : count;
+}
+
+// Whether a pair of an nl-byte name and a vl-byte value, each followed by a NUL, fits between data and end
+// (in 64 bits, so that no length wraps around).
+// @ts-ignore: decorator
+@inline
+function pairFits(nl: usize, vl: usize, data: usize, end: usize): bool {
+  return <u64>nl + <u64>vl + 2 <= <u64>(end - data);
+}
+
 /**
  * Finds the first value of each of `names` in the n pairs bytes at p (readPairs) in one pass, for
  * pickedHeader. Malformed pairs, which Envoy never sends, end the pass there, so that every name answers
@@ -222,10 +240,8 @@ export function pickPairs(p: usize, n: i32, names: HeaderNames): void {
   pickPtr = p;
   pickLen = n;
   picked = 0;
-  if (n < 4) return;
+  let count = pairCount(p, n);
   let end = p + <usize>n;
-  let count = <usize>load<u32>(p);
-  if (count > (<usize>n - 4) / 8) return;
   let all = names.all;
   let byLength = changetype<usize>(names.byLength);
   let list = names.names;
@@ -238,8 +254,7 @@ export function pickPairs(p: usize, n: i32, names: HeaderNames): void {
     let nl = <usize>load<u32>(e);
     let vl = <usize>load<u32>(e, 4);
     e += 8;
-    // The pair must fit in what is left (in 64 bits, so that no length wraps around).
-    if (<u64>nl + <u64>vl + 2 > <u64>(end - data)) break;
+    if (!pairFits(nl, vl, data, end)) break;
     // The names of this length not found yet (a name's first value wins; a name listed twice is picked twice).
     let m = load<u32>(byLength + ((nl & 31) << 2)) & ~found;
     while (m != 0) {
@@ -287,10 +302,8 @@ export function pickedAbsent(): u32 {
 export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
   let want = <usize>name.byteLength;
   valuePtr = 0;
-  if (n < 4) return 0;
+  let count = pairCount(p, n);
   let end = p + <usize>n;
-  let count = <usize>load<u32>(p);
-  if (count > (<usize>n - 4) / 8) return 0;
   let e = p + 4;
   let data = e + count * 8;
   let lengths = data;
@@ -298,7 +311,7 @@ export function findPair(p: usize, n: i32, name: ArrayBuffer): i32 {
     let nl = <usize>load<u32>(e);
     let vl = <usize>load<u32>(e, 4);
     e += 8;
-    if (<u64>nl + <u64>vl + 2 > <u64>(end - data)) return 0;
+    if (!pairFits(nl, vl, data, end)) return 0;
     if (nl == want && sameBytes(data, changetype<usize>(name), want)) {
       valuePtr = vl == 0 ? 0 : data + nl + 1;
       return <i32>vl;
