@@ -18,8 +18,8 @@
  * multiplied by k while Envoy's own per-request work is not; the figures are then reported per filter too),
  * --together (both configurations as listeners of one Envoy: same process, same worker, and the same Wasm VM when
  * the module is the same, so that which process started first no longer matters).
- * --json <file> (saves every round's figures), --pool <file>... (measures nothing: the rounds saved by several
- * runs of one pair of configurations, as one sample, with each run's median beside it).
+ * --json <file> (saves every round's figures). `--pool <file>...`, given alone, measures nothing: it reports the
+ * rounds saved by several runs of one pair of configurations as one sample, with each run's median beside it.
  * Besides the median and interquartile range, a 95 % bootstrap confidence interval of the median is given,
  * and the difference as a share of A's cost (the median of the per-round ratios), which moves less with the
  * machine's speed from one hour to the next.
@@ -46,7 +46,6 @@ interface Options {
   chain: number;
   together: boolean;
   json?: string;
-  pool?: string[];
 }
 
 /** What --json saves of a run, and --pool reads back. */
@@ -73,17 +72,11 @@ function parseArgs(argv: string[]): Options {
       o[flag === "--split" ? "split" : "together"] = true;
       continue;
     }
+    if (flag === "--pool") throw new Error("--pool: give it first, with only the files of --json runs after it (it measures nothing)");
     if (flag === "--baseline" || flag === "--json") {
       const value = argv[++i];
       if (!value) throw new Error(`${flag}: expected ${flag === "--json" ? "a file" : "a git revision"}`);
       o[flag === "--json" ? "json" : "baseline"] = value;
-      continue;
-    }
-    if (flag === "--pool") {
-      const files: string[] = [];
-      while (i + 1 < argv.length && !argv[i + 1].startsWith("--")) files.push(argv[++i]);
-      if (files.length === 0) throw new Error("--pool: expected the files of one or more --json runs");
-      o.pool = files;
       continue;
     }
     const n = Number(argv[++i]);
@@ -93,9 +86,8 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--connections") o.connections = Math.round(n);
     else if (flag === "--clients") o.clients = Math.round(n);
     else if (flag === "--chain") o.chain = Math.round(n);
-    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain, --json, --pool)`);
+    else throw new Error(`unknown option "${flag}" (options: --rounds, --duration, --connections, --clients, --split, --together, --baseline, --chain, --json; or --pool alone)`);
   }
-  if (o.pool) return { ...o, a: "guard-allow", b: "guard-allow" }; // the configurations come from the files
   const [a, b] = configPair(names, o.baseline);
   return { ...o, a, b };
 }
@@ -185,8 +177,9 @@ function report(aName: string, bName: string, a: number[], b: number[]): number[
   return diffs;
 }
 
-// --pool: the saved rounds of several runs as one sample.
+// --pool <file>...: the saved rounds of several runs as one sample (the configurations come from the files).
 function pool(files: string[]): void {
+  if (files.length === 0 || files.some((f) => f.startsWith("--"))) throw new Error("--pool: expected only the files of one or more --json runs");
   const runs = files.map((f) => {
     let r: SavedRun;
     try {
@@ -214,8 +207,9 @@ function pool(files: string[]): void {
 }
 
 async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
-  if (o.pool) return pool(o.pool);
+  const argv = process.argv.slice(2);
+  if (argv[0] === "--pool") return pool(argv.slice(1));
+  const o = parseArgs(argv);
   await checkWrk();
   if (o.split) checkPerf();
   const perfDir = mkdtempSync(join(tmpdir(), "bench-pair-"));
@@ -274,13 +268,13 @@ async function main(): Promise<void> {
   }
   console.log(`${o.b} minus ${o.a}, Envoy CPU per request (${a.length} rounds of ${o.duration} s, ${o.clients ? `${o.clients} rotating clients` : "one client"}):`);
   const diffs = report(o.a, o.b, a, b);
-  const [low, high] = medianInterval(diffs);
   if (o.json) {
     const saved: SavedRun = { a: o.a, b: o.b, duration: o.duration, clients: o.clients, cpuA: a, cpuB: b };
     writeFileSync(o.json, `${JSON.stringify(saved)}\n`);
   }
   if (o.chain > 1) {
     const k = o.chain;
+    const [low, high] = medianInterval(diffs);
     console.log(`  per filter (${k} in each chain): ${(median(diffs) / k).toFixed(2)} µs (interquartile range ${(quantile(diffs, 0.25) / k).toFixed(2)} to ${(quantile(diffs, 0.75) / k).toFixed(2)} µs; confidence interval ${(low / k).toFixed(2)} to ${(high / k).toFixed(2)} µs)`);
   }
   if (o.split) {
